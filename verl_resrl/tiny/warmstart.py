@@ -1,0 +1,190 @@
+"""Supervised warm start of the tiny model, and its accuracy measurement (plain torch, fp32, CPU).
+
+A randomly initialised model never writes a correct ``Answer:`` line, so every GRPO group would be all-wrong and the
+advantages zero (verl-rollout-seams.md §6: "Rewards were all 0"). A short SFT on worked solutions gives a model that
+is right on part of the prompts and wrong on others under sampling, so RL has signal both ways. The loss covers only
+the assistant tokens (the response and its closing ``<|im_end|>``), like verl's SFT trainer.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from . import tokenizer as tok
+from .task import ArithProblem, prompt_messages
+
+IGNORE_INDEX = -100  # label value ignored by the cross-entropy (PyTorch's default ignore_index)
+
+
+@dataclass(frozen=True)
+class WarmStartConfig:
+    """Optimiser and schedule of the warm start (AdamW with linear warm-up and cosine decay to 10%)."""
+
+    steps: int = 300  # sized for ~1 min on 2 cores; the test suite passes a smaller number
+    batch_size: int = 64
+    lr: float = 3e-3  # a 1M-parameter model trained from scratch tolerates a large rate
+    warmup_steps: int = 20
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    seed: int = 0  # order of the SFT batches
+    num_threads: int = 2  # the machine's cores (cpu-findings.md); restored afterwards
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How accuracy is measured: one greedy decode and ``samples_per_prompt`` samples at ``temperature``."""
+
+    temperature: float = 1.0  # the rollout temperature of the tiny recipe: what RL sees
+    samples_per_prompt: int = 2
+    max_new_tokens: int = 48  # the longest worked solution is ~35 bytes plus <|im_end|>
+    batch_size: int = 128
+    seed: int = 0
+
+
+def encode_example(tokenizer, problem: ArithProblem) -> tuple[list[int], list[int]]:
+    """Token ids of prompt+response and the labels (IGNORE_INDEX on the prompt)."""
+    prompt_ids = tokenizer.apply_chat_template(prompt_messages(problem), tokenize=True, add_generation_prompt=True)
+    prompt_ids = list(prompt_ids["input_ids"] if hasattr(prompt_ids, "keys") else prompt_ids)
+    response_ids = tokenizer.encode(problem.solution(), add_special_tokens=False) + [tokenizer.eos_token_id]
+    return prompt_ids + response_ids, [IGNORE_INDEX] * len(prompt_ids) + response_ids
+
+
+def collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a batch of (ids, labels) into tensors."""
+    width = max(len(ids) for ids, _ in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, (ids, labs) in enumerate(examples):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        labels[row, : len(labs)] = torch.tensor(labs)
+        attention_mask[row, : len(ids)] = 1
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+
+
+def _lr_factor(step: int, cfg: WarmStartConfig) -> float:
+    """Linear warm-up, then cosine decay to 10% of the peak rate."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def train(model, tokenizer, problems: list[ArithProblem], cfg: WarmStartConfig) -> dict:
+    """Run ``cfg.steps`` AdamW steps on batches drawn from ``problems``; returns loss and timing facts."""
+    if not problems:
+        raise ValueError("warm start needs at least one SFT problem (ArithTaskConfig.num_sft is 0)")
+    examples = [encode_example(tokenizer, p) for p in problems]
+    rng = random.Random(cfg.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, cfg))
+    model.train()
+    losses, start = [], time.perf_counter()
+    with _threads(cfg.num_threads):
+        for _ in range(cfg.steps):
+            batch = collate(rng.sample(examples, min(cfg.batch_size, len(examples))), tokenizer.pad_token_id)
+            loss = model(**batch).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            losses.append(loss.item())
+    model.eval()
+    tail = losses[-20:] or [float("nan")]
+    return {"sft_steps": cfg.steps, "sft_seconds": time.perf_counter() - start, "sft_final_loss": sum(tail) / len(tail)}
+
+
+@torch.no_grad()
+def generate_responses(model, tokenizer, problems: list[ArithProblem], *, do_sample: bool, cfg: EvalConfig) -> list[str]:
+    """Decode one response per problem (left-padded batches, stop at ``<|im_end|>``)."""
+    prompts = [encode_example(tokenizer, p)[0][: -len(_response_ids(tokenizer, p))] for p in problems]
+    responses: list[str] = []
+    for start in range(0, len(prompts), cfg.batch_size):
+        chunk = prompts[start : start + cfg.batch_size]
+        width = max(len(ids) for ids in chunk)
+        input_ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for row, ids in enumerate(chunk):
+            input_ids[row, width - len(ids) :] = torch.tensor(ids)
+            attention_mask[row, width - len(ids) :] = 1
+        sampling = {"do_sample": True, "temperature": cfg.temperature, "top_k": 0, "top_p": 1.0} if do_sample else {
+            "do_sample": False
+        }
+        out = model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            max_new_tokens=cfg.max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            **sampling,
+        )
+        responses += tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+    return responses
+
+
+def _response_ids(tokenizer, problem: ArithProblem) -> list[int]:
+    return tokenizer.encode(problem.solution(), add_special_tokens=False) + [tokenizer.eos_token_id]
+
+
+def evaluate(
+    model, tokenizer, problems: list[ArithProblem], score_fn: Callable[[str, str], bool], cfg: EvalConfig = EvalConfig()
+) -> dict:
+    """Greedy accuracy and sampled accuracy (mean over ``samples_per_prompt`` samples) on ``problems``.
+
+    ``score_fn(response, ground_truth) -> bool`` decides correctness (the build passes the task's reward function).
+    """
+    if not problems:
+        raise ValueError("evaluate needs at least one problem")
+    truths = [str(p.answer) for p in problems]
+    model.eval()
+    with _threads(2):
+        greedy = generate_responses(model, tokenizer, problems, do_sample=False, cfg=cfg)
+        torch.manual_seed(cfg.seed)
+        sampled = [
+            generate_responses(model, tokenizer, problems, do_sample=True, cfg=cfg)
+            for _ in range(cfg.samples_per_prompt)
+        ]
+    greedy_hits = [score_fn(r, t) for r, t in zip(greedy, truths)]
+    sample_hits = [[score_fn(r, t) for r, t in zip(rs, truths)] for rs in sampled]
+    per_prompt = [sum(hits[i] for hits in sample_hits) for i in range(len(problems))]
+    return {
+        "greedy_accuracy": sum(greedy_hits) / len(problems),
+        "sampled_accuracy": sum(per_prompt) / (len(problems) * cfg.samples_per_prompt),
+        # prompts whose samples are neither all right nor all wrong: where GRPO-style advantages are non-zero
+        "mixed_prompt_fraction": sum(0 < k < cfg.samples_per_prompt for k in per_prompt) / len(problems),
+        "eval_prompts": len(problems),
+        "eval_temperature": cfg.temperature,
+        "eval_samples_per_prompt": cfg.samples_per_prompt,
+    }
+
+
+class _threads:
+    """Context manager: run torch with ``n`` intra-op threads, then restore the previous count."""
+
+    def __init__(self, n: int):
+        self.n, self.previous = n, None
+
+    def __enter__(self):
+        self.previous = torch.get_num_threads()
+        torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.previous)
+        return False
+
+
+def example_token_lengths(tokenizer, problems: list[ArithProblem]) -> tuple[int, int]:
+    """Longest prompt and longest response (with ``<|im_end|>``) in tokens: what the recipe's lengths must cover."""
+    lengths = [(len(ids) - len(_response_ids(tokenizer, p)), len(_response_ids(tokenizer, p)))
+               for p in problems for ids, _ in [encode_example(tokenizer, p)]]
+    return max(l[0] for l in lengths), max(l[1] for l in lengths)
+
+
+__all__ = ["WarmStartConfig", "EvalConfig", "train", "evaluate", "encode_example", "example_token_lengths", "tok"]
