@@ -1,0 +1,53 @@
+"""``python -m verl_resrl.data``: write DAPO-Math-17k and the benchmarks as verl parquet files.
+
+Examples::
+
+    python -m verl_resrl.data --out-dir ~/data/resrl                      # everything, downloaded by name
+    python -m verl_resrl.data --out-dir d --only aime2024 aime2025        # a subset
+    python -m verl_resrl.data --out-dir d --only math500 --source math500=/mirror/math500.jsonl   # offline copy
+    python -m verl_resrl.data --out-dir d --only aime2025 --hf-path aime2025=math-ai/aime25       # another mirror
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from verl_resrl.data.convert import prepare
+from verl_resrl.data.sources import SOURCES
+
+
+def _pairs(values: list[str], flag: str) -> dict[str, str]:
+    """Parse NAME=VALUE pairs, refusing unknown dataset names."""
+    parsed = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep or not value:
+            raise SystemExit(f"{flag} expects NAME=VALUE, got {item!r}")
+        if name not in SOURCES:
+            raise SystemExit(f"{flag}: unknown dataset {name!r}; known: {', '.join(SOURCES)}")
+        parsed[name] = value
+    return parsed
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Convert the selected datasets and print one JSON line of stats per dataset."""
+    parser = argparse.ArgumentParser(prog="python -m verl_resrl.data", description=__doc__.split("\n")[0])
+    parser.add_argument("--out-dir", required=True, help="folder receiving NAME.parquet files")
+    parser.add_argument("--only", nargs="+", choices=list(SOURCES), help="datasets to prepare (default: all)")
+    parser.add_argument("--source", nargs="*", default=[], help="NAME=PATH local copy (parquet/json/jsonl)")
+    parser.add_argument("--hf-path", nargs="*", default=[], help="NAME=owner/repo alternative Hub dataset")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    sources = _pairs(args.source, "--source")
+    hf_paths = _pairs(args.hf_path, "--hf-path")
+    for name in args.only or list(SOURCES):
+        stats = prepare(SOURCES[name], args.out_dir, source_file=sources.get(name), hf_path=hf_paths.get(name))
+        print(json.dumps({"dataset": name, **stats}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
