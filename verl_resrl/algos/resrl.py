@@ -256,7 +256,8 @@ def resrl_token_weights(
     weights = torch.ones(B, T, dtype=torch.float32, device=device)
     seeds = [stable_group_seed(g, config.seed) for g in uniq]
     tally = _Tally()
-    for chunk in eligible.nonzero().flatten().split(config.group_chunk):
+    eligible_groups = eligible.nonzero().flatten()
+    for chunk in eligible_groups.split(config.group_chunk) if eligible_groups.numel() else ():
         _weight_chunk(hidden, tok, chunk, seeds, config, weights, tally)
     stats = {
         "groups_total": float(G),

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The README's main command: sets up .venv if needed, then trains ResRL.
+# CPU machine: the tiny recipe (builds its model and data locally, ~10 min on 2 cores).
+# GPU machine: the paper's recipe (Qwen3-4B on DAPO-Math-17k; downloads by name).
+# Extra arguments are Hydra overrides, e.g. `bash launch/run_main.sh trainer.total_training_steps=5`.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$root/launch/setup_env.sh"
+venv="${VERL_RESRL_VENV:-$root/.venv}"
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q GPU; then
+  recipe="${RECIPE:-resrl_math}"
+else
+  recipe="${RECIPE:-resrl_tiny}"
+fi
+cd "$root"
+exec "$venv/bin/python" -m verl_resrl.main_ppo "+recipe=$recipe" "$@"

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The README's test command (and CI's): sets up .venv if needed, then runs the whole suite, end-to-end runs of
+# verl's real trainer on the CPU path included. Extra arguments go to pytest (e.g. `-m "not e2e"` for a quick run).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$root/launch/setup_env.sh"
+venv="${VERL_RESRL_VENV:-$root/.venv}"
+cd "$root"
+exec "$venv/bin/python" -m pytest "$@"
