@@ -117,7 +117,7 @@ def _launch(program: str, stdin: str, limits: SandboxLimits, level: str) -> Sand
     payload = f"{len(source)}\n".encode() + source + stdin.encode("utf-8", errors="surrogatepass")
     start = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-I", "-S", LAUNCHER, level, workdir, json.dumps(launcher_limits)],
+        [sys.executable, "-I", "-S", LAUNCHER, level, workdir, json.dumps(launcher_limits), str(os.getpid())],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -1,4 +1,4 @@
-"""Sandbox launcher: a standalone script (run as ``python -I -S sandbox_launcher.py LEVEL WORKDIR LIMITS``).
+"""Sandbox launcher: a standalone script (run as ``python -I -S sandbox_launcher.py LEVEL WORKDIR LIMITS PARENT_PID``).
 
 It is a fresh single-threaded process, so namespace and mount calls are safe here (``preexec_fn`` in a threaded Ray
 actor is not). Protocol: stdin starts with ``<program byte length>\\n<program bytes>``; the rest of stdin is the
@@ -216,7 +216,11 @@ def _kill_descendants() -> None:
 
 def main() -> int:
     """Set up isolation, run the program, return its exit status."""
-    level, workdir, limits = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    level, workdir, limits, parent = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4])
+    # die with the process that started us (a pool worker killed at its timeout must not leave sandboxes behind)
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        return SETUP_FAILED
     source = _read_program()
     drop = NOBODY if level == "full" else None
     nproc_base = _tasks_of_uid(drop if drop is not None else os.getuid())

@@ -1,0 +1,178 @@
+"""One verification worker process, killed and replaced when an item overruns its timeout or the process dies.
+
+``VerifierProcess`` (used by each pool actor, and usable without Ray) talks JSON lines to a child started as
+``python -m verl_resrl.rewards.worker_process``. The child scores in its main thread, so math's in-process deadline
+(``setitimer``) works there; the parent's wall-clock kill at ``timeout + margin`` is the backstop for work that cannot
+be interrupted (C-level big-integer arithmetic, a stuck C extension).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+# Seconds a worker may overrun an item's timeout before it is killed (covers scorer bookkeeping and IPC).
+KILL_MARGIN_S = 1.0
+# Seconds a fresh worker may take to import sympy and math-verify before it is declared broken.
+STARTUP_TIMEOUT_S = 60.0
+
+
+def negative_result(item: dict, reason: str, answer: str | None = None) -> dict:
+    """The failure result of ``item`` under its reward convention (used for timeouts and crashes)."""
+    convention = item.get("options", {}).get("reward_convention", "signed")
+    return {"score": -1.0 if convention == "signed" else 0.0, "answer": answer, "reason": reason}
+
+
+def cheap_answer(item: dict) -> str | None:
+    """The extracted answer of a math item without any parsing (bounded string work), for logging a failure."""
+    if item.get("kind") != "math":
+        return None
+    from verl_resrl.rewards.math_answer import extract_answer
+
+    return extract_answer(item["response"])
+
+
+def score_item(item: dict, timeout_s: float) -> dict:
+    """Score one validated item in this process (the child side)."""
+    options = dict(item.get("options", {}))
+    if item["kind"] == "math":
+        from verl_resrl.rewards import math as math_verifier
+
+        options.setdefault("timeout_s", timeout_s)
+        return math_verifier.score(item["response"], item["ground_truth"], **options)
+    from verl_resrl.rewards import code as code_verifier
+
+    # the whole test list must fit the item budget, so the parent's kill is only a backstop
+    options["total_timeout_s"] = min(options.get("total_timeout_s") or timeout_s, timeout_s)
+    return code_verifier.score(item["program"], item["tests"], timeout_s=item.get("timeout_s", timeout_s), **options)
+
+
+class VerifierProcess:
+    """Parent side of one worker process; thread-safe (one item at a time)."""
+
+    def __init__(self, env: dict | None = None):
+        self._proc: subprocess.Popen | None = None
+        self._buffer = b""
+        self._lock = threading.Lock()
+        self._env = env
+        self.restarts = 0  # how many times a worker was (re)started after the first
+
+    @property
+    def pid(self) -> int | None:
+        """Pid of the live worker (None before the first item or after a kill)."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
+    def start(self) -> None:
+        """Start the worker if none is alive and wait until it has imported the verifiers."""
+        if self._proc is not None and self._proc.poll() is None:
+            return
+        if self._proc is not None:
+            self.restarts += 1
+        self._kill()
+        env = dict(os.environ if self._env is None else self._env)
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "verl_resrl.rewards.worker_process"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            start_new_session=True,  # one killpg reaches the worker and anything it forked in its group
+        )
+        self._buffer = b""
+        if self._read_line(time.monotonic() + STARTUP_TIMEOUT_S) != {"ready": True}:
+            self._kill()
+            raise RuntimeError("verifier worker process did not start (see its stderr)")
+
+    def score(self, item: dict, timeout_s: float) -> dict:
+        """Score ``item``; a timeout kills the worker (reason "timeout"), a death is retried once, then "crash"."""
+        with self._lock:
+            for _attempt in range(2):
+                self.start()
+                outcome = self._roundtrip(item, timeout_s)
+                if outcome == "timeout":
+                    self._kill()
+                    return negative_result(item, "timeout", cheap_answer(item))
+                if outcome is not None:
+                    return outcome
+                self._kill()  # it died under this item: replace it and retry once
+            return negative_result(item, "crash", cheap_answer(item))
+
+    def close(self) -> None:
+        """Kill the worker."""
+        with self._lock:
+            self._kill()
+
+    def _roundtrip(self, item: dict, timeout_s: float):
+        """Send one item; return its result, "timeout", or None when the worker died."""
+        try:
+            self._proc.stdin.write(json.dumps({"item": item, "timeout_s": timeout_s}).encode() + b"\n")
+            self._proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            return None
+        reply = self._read_line(time.monotonic() + timeout_s + KILL_MARGIN_S)
+        if reply == "timeout":
+            return "timeout"
+        if reply is None or "result" not in reply:
+            return None
+        return reply["result"]
+
+    def _read_line(self, deadline: float):
+        """One JSON line from the worker before ``deadline``: the object, "timeout", or None on EOF."""
+        fd = self._proc.stdout.fileno()
+        while b"\n" not in self._buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return "timeout"
+            readable, _, _ = select.select([fd], [], [], remaining)
+            if not readable:
+                continue
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return None
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        try:
+            return json.loads(line)
+        except ValueError:
+            return None
+
+    def _kill(self) -> None:
+        """SIGKILL the worker's process group and reap it."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        proc.wait()
+        for pipe in (proc.stdin, proc.stdout):
+            pipe.close()
+
+
+def _serve() -> None:
+    """Child main loop: read items from stdin, write results to the saved stdout (stray prints go to stderr)."""
+    protocol = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    from verl_resrl.rewards import code, math  # noqa: F401 - imported before "ready" so items do not pay for it
+
+    math.score("Answer: 1", "1")  # warm math-verify's caches and lazy imports
+    protocol.write(json.dumps({"ready": True}) + "\n")
+    protocol.flush()
+    for line in sys.stdin:
+        request = json.loads(line)
+        try:
+            reply = {"result": score_item(request["item"], request["timeout_s"])}
+        except Exception as exc:  # noqa: BLE001 - reported to the parent, which scores the item as a crash
+            reply = {"error": f"{type(exc).__name__}: {exc}"}
+        protocol.write(json.dumps(reply) + "\n")
+        protocol.flush()
+
+
+if __name__ == "__main__":
+    _serve()
