@@ -56,7 +56,7 @@ def last_boxed(text: str) -> tuple[int, str] | None:
 
 def _clean(answer: str) -> str:
     """Strip math delimiters and trailing punctuation around an extracted answer."""
-    ans = answer.strip()
+    ans = answer.strip().rstrip(".").strip()
     for left, right in (("\\(", "\\)"), ("\\[", "\\]"), ("$$", "$$"), ("$", "$")):
         if ans.startswith(left) and ans.endswith(right) and len(ans) >= len(left) + len(right):
             ans = ans[len(left) : len(ans) - len(right)].strip()
