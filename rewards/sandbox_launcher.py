@@ -10,6 +10,7 @@ Levels (see docs/rewards.md):
           dir lives there), drop to uid/gid nobody, resource limits.
   userns  unprivileged user namespace: same namespaces and tmpfs, every other mount bind-remounted read-only.
   rlimits best effort: resource limits, a private work dir, process-group kill by the parent; network stays open.
+          As root it drops to nobody when the interpreter is readable by others (RLIMIT_NPROC never binds root).
 This file must not import anything outside the standard library (it runs with ``-S``).
 """
 
@@ -103,9 +104,24 @@ def _expose_stdlib() -> None:
     sys.path_importer_cache.clear()
 
 
+def _readable_by_others(path: str) -> bool:
+    """Whether every directory on ``path`` is searchable by other users (so nobody can import the stdlib)."""
+    path = os.path.abspath(path)
+    while True:
+        if not os.stat(path).st_mode & 0o001:
+            return False
+        parent = os.path.dirname(path)
+        if parent == path:
+            return True
+        path = parent
+
+
 def _isolate(level: str, workdir: str, tmpfs_mb: int) -> tuple[str, int | None]:
     """Enter the namespaces of ``level``; return (work dir, uid to drop to or None)."""
     if level == "rlimits":
+        if os.geteuid() == 0 and _readable_by_others(sys.base_prefix):
+            os.chmod(workdir, 0o777)  # root cannot be limited by RLIMIT_NPROC: run as nobody when Python allows it
+            return workdir, NOBODY
         return workdir, None
     if level == "full":
         _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC), "unshare")
@@ -222,13 +238,13 @@ def main() -> int:
     if os.getppid() != parent:
         return SETUP_FAILED
     source = _read_program()
-    drop = NOBODY if level == "full" else None
-    nproc_base = _tasks_of_uid(drop if drop is not None else os.getuid())
+    own_tasks = _tasks_of_uid(os.getuid())  # counted before a user namespace renames our uid to 0
     try:
         workdir, drop_uid = _isolate(level, workdir, limits["tmpfs_mb"])
     except OSError as exc:
         print(f"sandbox: isolation level {level!r} unavailable: {exc}", file=sys.stderr)
         return SETUP_FAILED
+    nproc_base = _tasks_of_uid(drop_uid) if drop_uid is not None else own_tasks
     _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     pid = os.fork()  # with CLONE_NEWPID the child is pid 1 of the new namespace: its exit kills the whole tree
     if pid == 0:
