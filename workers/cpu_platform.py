@@ -1,0 +1,278 @@
+"""A CPU platform for verl 0.9.1, plugged in through verl's own seams. Imported in every process by our plugin.
+
+verl has no CPU platform (measured blockers: /work/shared/docs/cpu-findings.md). On a host without an accelerator,
+importing this module (``verl_resrl.plugin`` does it inside ``import verl``) activates four small changes:
+
+1. ``PlatformRegistry`` gets a ``"cpu"`` platform (:class:`PlatformCPU`). verl's auto-detection probes the
+   registered platforms in order and picks the first available one; nvidia/huawei/amd report unavailable, ours
+   reports available, so ``get_platform()`` returns it without any environment variable.
+2. Its device module (:data:`CPU_DEVICE_MODULE`) is ``torch.cpu`` plus the CUDA-module calls verl makes
+   (memory statistics as 0, ``mem_get_info`` from psutil, RNG state, ``get_device_name``).
+3. ``verl.utils.distributed.initialize_global_process_group_ray`` is wrapped to pass the plain backend ``"gloo"``:
+   verl builds ``"cpu:gloo,<device>:<backend>"``, which for device "cpu" names cpu twice and torch rejects it.
+4. The FSDP engines, registered by verl for ``cuda``/``npu`` only, are reused through verl's own engine-lookup
+   override variables ``VERL_ENGINE_DEVICE=cuda VERL_ENGINE_VENDOR=nvidia`` (set in this process only, and only if
+   the user has not set them). The FSDP engine code is device-agnostic once the platform says "cpu".
+
+Selection: active when ``VERL_PLATFORM=cpu`` (verl's own override variable; the launcher sets it for every Ray
+process when ``trainer.device=cpu``), or when ``VERL_PLATFORM`` is unset and no accelerator is detected
+(``torch.cuda.is_available()`` false and none of verl's registered platforms reports one, with verl's
+``nvidia-smi`` probe for CPU-only Ray actors on GPU nodes). With CUDA present nothing here is registered or patched.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import types
+from contextlib import contextmanager
+from typing import Any, Optional
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+CPU_PLATFORM_NAME = "cpu"
+PLATFORM_ENV = "VERL_PLATFORM"  # verl's platform override (verl/plugin/platform/platform_manager.py)
+ENGINE_ENV_DEFAULTS = {"VERL_ENGINE_DEVICE": "cuda", "VERL_ENGINE_VENDOR": "nvidia"}  # verl EngineRegistry override
+CPU_PROCESS_GROUP_BACKEND = "gloo"
+
+_active = False
+
+
+def _psutil_memory() -> tuple[int, int]:
+    """(free, total) bytes of host memory."""
+    import psutil
+
+    vm = psutil.virtual_memory()
+    return int(vm.available), int(vm.total)
+
+
+def _zero(*_args, **_kwargs) -> int:
+    return 0
+
+
+def _noop(*_args, **_kwargs) -> None:
+    return None
+
+
+def _device_properties(_device=None):
+    """What verl reads from ``get_device_properties`` (name, total_memory)."""
+    return types.SimpleNamespace(name="CPU", total_memory=_psutil_memory()[1], major=None, minor=None)
+
+
+class _CPUDeviceModule(types.ModuleType):
+    """``torch.cpu`` plus the torch.cuda-style calls verl makes on ``get_torch_device()``.
+
+    Replaces nothing in verl: it is what our platform's ``device_module`` returns. Memory statistics are 0 (there is
+    no device memory), ``mem_get_info`` reports host memory, RNG state is torch's CPU RNG, and ``get_device_name``
+    returns "CPU" (verl's FLOPs counter calls it; unknown names count as infinite peak FLOPs, i.e. MFU 0).
+    """
+
+    memory_reserved = memory_allocated = max_memory_reserved = max_memory_allocated = staticmethod(_zero)
+    reset_peak_memory_stats = reset_accumulated_memory_stats = ipc_collect = staticmethod(_noop)
+    empty_cache = set_per_process_memory_fraction = staticmethod(_noop)
+    get_device_properties = staticmethod(_device_properties)
+
+    def __init__(self):
+        super().__init__("verl_resrl_cpu_device")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(torch.cpu, name)
+
+    @staticmethod
+    def mem_get_info(_device=None) -> tuple[int, int]:
+        return _psutil_memory()
+
+    @staticmethod
+    def get_device_name(_device=None) -> str:
+        return "CPU"
+
+    @staticmethod
+    def get_rng_state(_device=None) -> torch.Tensor:
+        return torch.get_rng_state()
+
+    @staticmethod
+    def set_rng_state(state: torch.Tensor, _device=None) -> None:
+        torch.set_rng_state(state)
+
+    @staticmethod
+    def manual_seed(seed: int) -> None:
+        torch.manual_seed(seed)
+
+    manual_seed_all = manual_seed
+
+
+CPU_DEVICE_MODULE = _CPUDeviceModule()
+
+
+def _platform_base():
+    from verl.plugin.platform import PlatformBase
+
+    return PlatformBase
+
+
+class PlatformCPU(_platform_base()):
+    """verl platform "cpu": device "cpu", gloo collectives, no accelerator-memory or profiler calls.
+
+    The Ray resource is still "GPU": verl's ``ResourcePoolManager._check_resource_available`` counts only Ray "GPU"
+    or "NPU" resources, so the launcher declares one placeholder Ray GPU per trainer process (a scheduling slot; no
+    CUDA is touched). See docs/cpu_path.md.
+    """
+
+    @property
+    def device_name(self) -> str:
+        return "cpu"
+
+    @property
+    def vendor_name(self) -> str:
+        return "cpu"
+
+    @property
+    def device_module(self) -> types.ModuleType:
+        return CPU_DEVICE_MODULE
+
+    def is_available(self) -> bool:
+        return True
+
+    def is_platform_available(self, use_smi_check=False) -> bool:
+        return _active
+
+    def current_device(self) -> str:  # type: ignore[override]
+        # a string, not an int: torch.device(0) / FSDP device_id=0 would look for an accelerator
+        return "cpu"
+
+    def device_count(self) -> int:
+        return 1
+
+    def set_device(self, device_index: int) -> None:
+        return None
+
+    def synchronize(self, device_index: Optional[int] = None) -> None:
+        return None
+
+    def manual_seed(self, seed: int) -> None:
+        torch.manual_seed(seed)
+
+    def manual_seed_all(self, seed: int) -> None:
+        torch.manual_seed(seed)
+
+    def set_allocator_settings(self, settings: str) -> None:
+        return None
+
+    def empty_cache(self) -> None:
+        return None
+
+    def get_device_capability(self, device_index: int = 0) -> tuple[Optional[int], Optional[int]]:
+        return None, None
+
+    def communication_backend_name(self) -> str:
+        return CPU_PROCESS_GROUP_BACKEND
+
+    def visible_devices_envvar(self) -> str:
+        return "CUDA_VISIBLE_DEVICES"  # set by Ray for the placeholder GPU slot; ignored by torch on CPU
+
+    @contextmanager
+    def nvtx_range(self, msg: str):
+        yield
+
+    def profiler_start(self) -> None:
+        return None
+
+    def profiler_stop(self) -> None:
+        return None
+
+    def ray_resource_name(self) -> str:
+        return "GPU"
+
+    def ray_noset_envvars(self) -> list[str]:
+        return []
+
+    def is_ipc_supported(self) -> bool:
+        return False
+
+    def cudart(self) -> Any:
+        return None
+
+
+def accelerator_present() -> bool:
+    """True when torch sees CUDA or one of verl's registered platforms detects its accelerator (verl's own probe)."""
+    if torch.cuda.is_available():
+        return True
+    from verl.plugin.platform import PlatformRegistry
+
+    for name in PlatformRegistry.registered_names():
+        if name == CPU_PLATFORM_NAME:
+            continue
+        try:
+            if PlatformRegistry.get(name)().is_platform_available(use_smi_check=True):
+                return True
+        except Exception:  # noqa: BLE001 - a vendor probe that fails means that vendor is absent
+            continue
+    return False
+
+
+def cpu_platform_wanted() -> bool:
+    """``VERL_PLATFORM=cpu`` forces the CPU platform, any other value forbids it; unset means "if no accelerator"."""
+    forced = os.environ.get(PLATFORM_ENV, "").strip().lower()
+    if forced:
+        return forced == CPU_PLATFORM_NAME
+    return not accelerator_present()
+
+
+def _gloo_process_group(original):
+    """Wraps verl.utils.distributed.initialize_global_process_group_ray: default backend "gloo" instead of
+    verl's "cpu:gloo,cpu:gloo" (torch rejects a device type named twice)."""
+
+    @functools.wraps(original)
+    def initialize_global_process_group_ray(timeout_second=None, backend=None):
+        return original(timeout_second=timeout_second, backend=backend or CPU_PROCESS_GROUP_BACKEND)
+
+    initialize_global_process_group_ray.__verl_resrl_cpu__ = True
+    return initialize_global_process_group_ray
+
+
+def _install_process_group_wrapper() -> None:
+    """Wrap verl's process-group init where it is defined and where it was already imported by name."""
+    import sys
+
+    import verl.utils.distributed as dist_utils
+
+    if getattr(dist_utils.initialize_global_process_group_ray, "__verl_resrl_cpu__", False):
+        return
+    wrapped = _gloo_process_group(dist_utils.initialize_global_process_group_ray)
+    dist_utils.initialize_global_process_group_ray = wrapped
+    importer = sys.modules.get("verl.workers.engine_workers")  # normally imported later, and then gets `wrapped`
+    if importer is not None:
+        importer.initialize_global_process_group_ray = wrapped
+
+
+def activate() -> bool:
+    """Register and select the CPU platform in this process if it is wanted; returns whether it is active."""
+    global _active
+    if _active:
+        return True
+    if not cpu_platform_wanted():
+        return False
+    from verl.plugin.platform import PlatformRegistry, platform_manager
+
+    _active = True
+    PlatformRegistry.register(platform=CPU_PLATFORM_NAME)(PlatformCPU)
+    current = platform_manager._current_platform
+    if current is not None and not isinstance(current, PlatformCPU):
+        # something resolved verl's platform before our plugin ran (it falls back to "nvidia" without a GPU)
+        platform_manager.set_platform(PlatformCPU())
+    _install_process_group_wrapper()
+    for key, value in ENGINE_ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    logger.info("verl_resrl: CPU platform active (gloo, FSDP engines reused via %s)", ENGINE_ENV_DEFAULTS)
+    return True
+
+
+def is_active() -> bool:
+    """Whether this process runs verl on the CPU platform."""
+    return _active
+
+
+activate()
