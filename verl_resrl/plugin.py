@@ -12,7 +12,7 @@ def _register_all():
     """Import every module whose import registers something with verl."""
     import importlib
 
-    for mod in ("verl_resrl.workers.cpu_platform", "verl_resrl.workers.hf_rollout", "verl_resrl.adv_estimators", "verl_resrl.rewards.reward_manager"):
+    for mod in ("verl_resrl.workers.cpu_platform", "verl_resrl.workers.hf_rollout", "verl_resrl.adv_estimators", "verl_resrl.rewards.reward_manager", "verl_resrl.workers.resrl_engine"):
         try:
             importlib.import_module(mod)
         except Exception:  # noqa: BLE001 - surfaced loudly because verl would hide it
