@@ -1,12 +1,225 @@
-"""verl seam: trainer subclassing. Chooses the v1 trainer class our TaskRunner builds.
+"""verl seam: trainer subclassing (``verl.trainer.ppo.v1``). Chooses the v1 trainer class our TaskRunner builds.
 
-ResRL needs a trainer that keeps prompt groups whole and installs the ResRL loss; every other estimator runs verl's
-own trainer unchanged.
+Every estimator but ``resrl`` runs verl's own registered trainer, unchanged. ResRL runs :class:`ResRLTrainer`, a
+subclass of verl's sync trainer ``PPOTrainerSync`` that changes three steps of ``PPOTrainer._step_once``:
+
+* ``_balance_batch``: after verl's own (padding to the required multiple, sequence-length partition), the batch is
+  re-partitioned so that every MIXED prompt group (positive and negative rollouts) sits whole on one data-parallel
+  rank, balanced by verl's workload estimate when ``trainer.balance_batch`` is true (verl's sequence balancing
+  scatters a prompt's rollouts over ranks: spec, "Faults of the reference code", item 1);
+* ``_compute_old_log_prob``: the forward-only pass also captures the chosen layer's states and computes the ResRL
+  weights per whole group on the workers (``workers/resrl_engine.py``); the trainer only switches it on and logs
+  ``resrl/*`` diagnostics read back from the batch fields, including the coverage;
+* ``_setup``: installs the ResRL loss (``workers/resrl_loss.py``) through verl's ``set_loss_fn``.
 """
 
-from verl.trainer.ppo.v1 import get_trainer_cls
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from verl.trainer.ppo.v1 import PPOTrainerSync, get_trainer_cls
+
+from verl_resrl.algo_config import RESRL_ESTIMATOR, resrl_settings
+from verl_resrl.workers.resrl_groups import (
+    POSITIVE_FIELD,
+    SETTINGS_KEY,
+    STATS_COLUMNS,
+    STATS_FIELD,
+    WEIGHTS_FIELD,
+    sequence_is_positive,
+)
+
+METRIC_PREFIX = "resrl/"
+
+
+def resrl_active(config) -> bool:
+    """ResRL is on iff ``algorithm.adv_estimator == "resrl"``."""
+    return config.algorithm.adv_estimator == RESRL_ESTIMATOR
 
 
 def resolve_trainer_cls(config):
-    """The trainer class for this config (verl's registered v1 trainer for ``trainer.v1.trainer_mode``)."""
-    return get_trainer_cls(config.trainer.v1.trainer_mode)
+    """ResRLTrainer when ResRL is on, else verl's registered v1 trainer for ``trainer.v1.trainer_mode``."""
+    mode = config.trainer.v1.trainer_mode
+    if resrl_active(config):
+        if mode != "sync":
+            raise ValueError(f"trainer.v1.trainer_mode={mode!r}: ResRL runs with the 'sync' trainer only")
+        return ResRLTrainer
+    return get_trainer_cls(mode)
+
+
+def _mixed_groups(uids: list, positive: list[bool]) -> dict:
+    """{uid: row indices} of the groups that hold both positive and negative rollouts, in first-appearance order."""
+    members: dict = {}
+    for i, u in enumerate(uids):
+        members.setdefault(u, []).append(i)
+    return {u: rows for u, rows in members.items() if len({positive[i] for i in rows}) == 2}
+
+
+def whole_group_partition(uids: list, positive: list[bool], workloads: list[float], k: int, balance: bool = True):
+    """Split rows into k equal-size parts with every mixed group whole; returns (sorted parts, mixed groups split).
+
+    Mixed groups are placed first, whole (largest first, onto the least-loaded part that has room, when
+    ``balance``; in order onto the first part with room otherwise); rows of the other groups, which need no
+    weights, fill what is left. A mixed group that fits nowhere is split (counted; the workers then exchange its
+    rows so the weights stay exact, at the price of that traffic).
+    """
+    n = len(uids)
+    if n % k:
+        raise ValueError(f"whole_group_partition: {n} rows do not split into {k} equal parts")
+    cap = n // k
+    mixed = _mixed_groups(uids, positive)
+    in_mixed = {i for rows in mixed.values() for i in rows}
+    units = list(mixed.values())
+    if balance:
+        units.sort(key=lambda rows: (-len(rows), -sum(workloads[i] for i in rows)))
+    parts: list[list[int]] = [[] for _ in range(k)]
+    load = [0.0] * k
+
+    def place(rows: list[int]) -> bool:
+        fits = [p for p in range(k) if cap - len(parts[p]) >= len(rows)]
+        if not fits:
+            return False
+        p = min(fits, key=lambda q: (load[q], q)) if balance else fits[0]
+        parts[p].extend(rows)
+        load[p] += sum(workloads[i] for i in rows)
+        return True
+
+    split = [rows for rows in units if not place(rows)]
+    loose = [i for rows in split for i in rows] + [i for i in range(n) if i not in in_mixed]
+    if balance:
+        loose.sort(key=lambda i: -workloads[i])
+    for i in loose:
+        place([i])
+    return [sorted(p) for p in parts], len(split)
+
+
+def _quantiles(values: torch.Tensor, qs=(0.1, 0.5, 0.9)) -> list[float]:
+    if values.numel() == 0:
+        return [float("nan")] * len(qs)
+    return torch.quantile(values.float(), torch.tensor(qs)).tolist()
+
+
+def resrl_step_metrics(uids, positive, masks, weights, stats, min_pos_tokens: int) -> dict[str, float]:
+    """``resrl/*`` diagnostics of one step over the whole batch (driver side, from the batch fields).
+
+    coverage = negative tokens that received a residual weight / negative tokens of mixed groups (the issue's
+    definition; 1.0 when nothing was lost to the batch layout and no group was skipped by the spec's rule of too few
+    positive tokens); coverage_eligible leaves the spec-skipped groups out of the denominator.
+    """
+    col = {c: i for i, c in enumerate(STATS_COLUMNS)}
+    tokens = [int(m.sum()) for m in masks]
+    mixed = _mixed_groups(uids, positive)
+    weighted_rows = [i for i in range(len(uids)) if stats[i, col["weighted"]] > 0]
+    weighted_groups = {uids[i] for i in weighted_rows}
+    eligible = {
+        u for u, rows in mixed.items()
+        if sum(tokens[i] for i in rows if positive[i]) >= min_pos_tokens and sum(tokens[i] for i in rows if not positive[i]) > 0
+    }
+    neg_mixed = sum(tokens[i] for rows in mixed.values() for i in rows if not positive[i])
+    neg_eligible = sum(tokens[i] for u in eligible for i in mixed[u] if not positive[i])
+    neg_weighted_rows = [i for i in weighted_rows if not positive[i] and uids[i] in mixed]
+    neg_weighted = sum(tokens[i] for i in neg_weighted_rows)
+    w = [weights[i][masks[i].bool()] for i in neg_weighted_rows]
+    w = torch.cat(w) if w else torch.empty(0)
+    first = {}
+    for i in weighted_rows:
+        first.setdefault(uids[i], i)
+    group_stats = stats[list(first.values())] if first else torch.empty(0, len(STATS_COLUMNS))
+    out = {
+        "groups_total": float(len(set(uids))),
+        "groups_mixed": float(len(mixed)),
+        "groups_weighted": float(len(weighted_groups & set(mixed))),
+        "groups_skipped": float(len(set(mixed) - weighted_groups)),
+        "neg_tokens_mixed": float(neg_mixed),
+        "neg_tokens_weighted": float(neg_weighted),
+        "coverage": neg_weighted / neg_mixed if neg_mixed else 1.0,
+        "coverage_eligible": sum(tokens[i] for i in neg_weighted_rows if uids[i] in eligible) / neg_eligible
+        if neg_eligible else 1.0,
+        "weight_mean": w.float().mean().item() if w.numel() else float("nan"),
+    }
+    out.update({f"weight_q{q}": v for q, v in zip((10, 50, 90), _quantiles(w))})
+    # per-group residual quantiles, energy share and rank, averaged over the weighted groups
+    for name, key in (("residual_q10", "residual_q10"), ("residual_q50", "residual_q50"),
+                      ("residual_q90", "residual_q90"), ("energy_share", "energy_share_mean"), ("rank", "rank_mean")):
+        vals = group_stats[:, col[name]]
+        out[key] = vals.mean().item() if len(vals) else float("nan")
+    return {METRIC_PREFIX + k: v for k, v in out.items()}
+
+
+class ResRLTrainer(PPOTrainerSync):
+    """verl's sync v1 trainer with ResRL: whole-group balancing, weights in the old-log-prob pass, ResRL loss."""
+
+    def __init__(self, config: DictConfig):
+        super().__init__(config)
+        node = config.algorithm.get("resrl")
+        node = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+        self.resrl_config, self.hidden_layer = resrl_settings(node)
+
+    def _setup(self):
+        """verl's setup, then the ResRL loss on the actor workers (verl's seam: ``set_loss_fn``)."""
+        super()._setup()
+        from verl.utils.config import omega_conf_to_dataclass
+
+        from verl_resrl.workers.resrl_loss import make_resrl_loss
+
+        actor_config = omega_conf_to_dataclass(self.config.actor_rollout_ref.actor)
+        self.actor_rollout_wg.set_loss_fn(make_resrl_loss(actor_config, self.resrl_config))
+
+    def _dp_size(self) -> int:
+        """Actor data-parallel size, from the dispatch info verl's ``_balance_batch`` just queried."""
+        return max(self.actor_rollout_wg._dispatch_info["actor"]) + 1
+
+    def _balance_batch(self, batch, metrics, logging_prefix="global_seqlen", keep_minibatch=False):
+        """verl's balancing (it pads the batch to the required multiple), then whole mixed groups per rank."""
+        import transfer_queue as tq
+        from verl.utils.seqlen_balancing import calculate_workload, log_seqlen_unbalance
+
+        original = list(batch.keys)
+        batch = super()._balance_batch(batch, metrics, logging_prefix, keep_minibatch)
+        position = {key: i for i, key in enumerate(batch.keys)}
+        known = set(original)
+        canonical = [k for k in original if k in position] + [k for k in batch.keys if k not in known]
+        rows = tq.kv_batch_get(keys=canonical, partition_id=batch.partition_id, select_fields=["uid", "rm_scores"])
+        uids = [str(u) for u in rows["uid"]]
+        positive = sequence_is_positive(rows["rm_scores"]).tolist()
+        seqlen = [int(batch.tags[position[k]]["seq_len"]) for k in canonical]
+        workloads = calculate_workload(torch.tensor(seqlen)).tolist()
+        parts, split = whole_group_partition(
+            uids, positive, workloads, self._dp_size(), balance=bool(self.config.trainer.get("balance_batch", True))
+        )
+        batch.reorder([position[canonical[i]] for part in parts for i in part])
+        metrics.update(log_seqlen_unbalance(seqlen_list=seqlen, partitions=parts, prefix=logging_prefix))
+        metrics[METRIC_PREFIX + "groups_split"] = float(split)
+        return batch
+
+    def _compute_old_log_prob(self, batch, metrics):
+        """verl's old-log-prob pass with ResRL capture switched on; then the ``resrl/*`` diagnostics."""
+        rollout_corr = self.config.algorithm.get("rollout_correction", None)
+        if rollout_corr and rollout_corr.get("bypass_mode", False):
+            raise ValueError("algorithm.rollout_correction.bypass_mode=true skips the forward pass ResRL needs")
+        batch.extra_info[SETTINGS_KEY] = {"hidden_layer": self.hidden_layer, "config": asdict(self.resrl_config)}
+        try:
+            out = super()._compute_old_log_prob(batch, metrics)
+        finally:
+            batch.extra_info.pop(SETTINGS_KEY, None)
+        out.extra_info.pop(SETTINGS_KEY, None)
+        metrics.update(self._resrl_metrics(out))
+        return out
+
+    def _resrl_metrics(self, batch) -> dict[str, float]:
+        """Read the ResRL fields of the real (non-padding) rows back and summarise them."""
+        import transfer_queue as tq
+
+        keys = [k for k, tag in zip(batch.keys, batch.tags) if not tag.get("is_padding", False)]
+        fields = ["uid", "response_mask", WEIGHTS_FIELD, POSITIVE_FIELD, STATS_FIELD]
+        data = tq.kv_batch_get(keys=keys, partition_id=batch.partition_id, select_fields=fields)
+        return resrl_step_metrics(
+            [str(u) for u in data["uid"]],
+            (data[POSITIVE_FIELD] > 0.5).tolist(),
+            list(data["response_mask"].unbind()),
+            list(data[WEIGHTS_FIELD].unbind()),
+            data[STATS_FIELD].float(),
+            self.resrl_config.min_pos_tokens,
+        )
