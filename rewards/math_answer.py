@@ -113,6 +113,10 @@ _LITERAL_POWER = re.compile(r"(\d+(?:\.\d+)?)\s*(?:\^|\*\*)\s*\{?\s*\(?\s*([+-]?
 _POWER_TOWER = re.compile(r"\d\s*(?:\^|\*\*)\s*\{?\s*\(?\s*\d+\s*(?:\^|\*\*)")
 
 
+# 1e400000: sympy turns the decimal into an exact Rational, computing 10**400000 in C (no signal can stop it)
+_SCIENTIFIC_HUGE = re.compile(r"\d\.?\d*\s*[eE]\s*[+-]?\s*\d{3,}")
+
+
 def unsafe_reason(answer: str) -> str | None:
     """Why ``answer`` must not reach a symbolic parser, or None when it is safe enough to try."""
     if len(answer) > MAX_ANSWER_CHARS:
@@ -125,6 +129,8 @@ def unsafe_reason(answer: str) -> str | None:
         base_value, exp_value = abs(float(base)), abs(int(exponent)) if len(exponent) < 12 else 10**12
         if base_value > 1 and exp_value * math.log10(base_value) > MAX_POWER_DIGITS:
             return f"literal power {base}^{exponent} too large"
+    if _SCIENTIFIC_HUGE.search(answer):
+        return "scientific notation with a huge exponent"
     if re.search(r"\d!\s*!|\d{4,}\s*!|\)\s*!", answer):
         return "large factorial"
     return None

@@ -129,7 +129,7 @@ def _launch(program: str, stdin: str, limits: SandboxLimits, level: str) -> Sand
     try:
         out, err, timed_out, truncated = _communicate(proc, payload, start + limits.timeout_s, limits.max_output_bytes)
         returncode = _finish(proc, start + limits.timeout_s, kill_now=timed_out or truncated)
-        timed_out = timed_out or returncode is None
+        timed_out = timed_out or (returncode is None and not truncated)
     finally:
         _kill_group(proc)
         proc.wait()

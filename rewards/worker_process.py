@@ -9,6 +9,7 @@ be interrupted (C-level big-integer arithmetic, a stuck C extension).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import select
 import signal
@@ -16,6 +17,8 @@ import subprocess
 import sys
 import threading
 import time
+
+logger = logging.getLogger(__name__)
 
 # Seconds a worker may overrun an item's timeout before it is killed (covers scorer bookkeeping and IPC).
 KILL_MARGIN_S = 1.0
@@ -61,7 +64,8 @@ class VerifierProcess:
         self._buffer = b""
         self._lock = threading.Lock()
         self._env = env
-        self.restarts = 0  # how many times a worker was (re)started after the first
+        self.restarts = 0  # how many times a worker was started after the first
+        self._started = 0
 
     @property
     def pid(self) -> int | None:
@@ -72,9 +76,9 @@ class VerifierProcess:
         """Start the worker if none is alive and wait until it has imported the verifiers."""
         if self._proc is not None and self._proc.poll() is None:
             return
-        if self._proc is not None:
-            self.restarts += 1
         self._kill()
+        self.restarts += self._started
+        self._started = 1
         env = dict(os.environ if self._env is None else self._env)
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "verl_resrl.rewards.worker_process"],
@@ -92,7 +96,11 @@ class VerifierProcess:
         """Score ``item``; a timeout kills the worker (reason "timeout"), a death is retried once, then "crash"."""
         with self._lock:
             for _attempt in range(2):
-                self.start()
+                try:
+                    self.start()
+                except RuntimeError:
+                    logger.error("verifier worker failed to start; counting it as a crash of this item")
+                    continue
                 outcome = self._roundtrip(item, timeout_s)
                 if outcome == "timeout":
                     self._kill()
@@ -161,7 +169,8 @@ def _serve() -> None:
     os.dup2(2, 1)
     from verl_resrl.rewards import code, math  # noqa: F401 - imported before "ready" so items do not pay for it
 
-    math.score("Answer: 1", "1")  # warm math-verify's caches and lazy imports
+    # the first math-verify call pays ~2 s of lazy initialisation: pay it here, not inside an item's timeout
+    math.score(r"\boxed{\frac{1}{2}}", "0.5")
     protocol.write(json.dumps({"ready": True}) + "\n")
     protocol.flush()
     for line in sys.stdin:
