@@ -25,7 +25,8 @@ from verl.workers.utils.losses import ppo_loss
 
 import verl_resrl.workers.resrl_engine as resrl_engine
 from verl_resrl.algos.resrl import ResRLConfig, resrl_token_weights
-from verl_resrl.workers.resrl_engine import LayerTap, ResRLFSDPEngine
+from verl_resrl.workers.resrl_capture import LayerTap
+from verl_resrl.workers.resrl_engine import ResRLFSDPEngine
 from verl_resrl.workers.resrl_groups import (
     POSITIVE_FIELD,
     SETTINGS_KEY,
