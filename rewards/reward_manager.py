@@ -157,6 +157,14 @@ class ResRLVerifierRewardManager(RewardManagerBase):
                 )
         return ResRLVerifierRewardManager._pool.score_batch(items)
 
+    @classmethod
+    def shutdown_pool(cls) -> None:
+        """Close this process's pool (its actors and, if the pool started it, the local Ray cluster)."""
+        with cls._pool_lock:
+            if cls._pool is not None:
+                cls._pool.close()
+                cls._pool = None
+
     def build_item(self, response: str, ground_truth, data_source, extra_info, response_length: int) -> dict:
         """The pool item of one sample."""
         opts = self.options
