@@ -83,8 +83,13 @@ class _VerifierActorImpl:
         return os.getpid()
 
     def score_items(self, indexed_items: list) -> list:
-        """[(index, item)] -> [(index, result)]."""
-        return [(i, self.worker.score(item, self.timeout_s)) for i, item in indexed_items]
+        """[(index, item)] -> [(index, result, seconds spent on it)]."""
+        out = []
+        for i, item in indexed_items:
+            start = time.monotonic()
+            result = self.worker.score(item, self.timeout_s)
+            out.append((i, result, time.monotonic() - start))
+        return out
 
     def close(self) -> None:
         """Kill the worker process."""
@@ -120,6 +125,7 @@ class VerifierPool:
         self._actor_cls = ray.remote(num_cpus=num_cpus_per_worker, max_restarts=0)(_VerifierActorImpl)
         self.actors = [None] * self.num_workers
         self.replacements = 0  # actors replaced after dying or hanging
+        self.last_latency_s: list[float] = []  # per item of the last batch, see score_batch
         for slot in range(self.num_workers):
             self.actors[slot] = self._new_actor()
         self._wait_ready(self.actors)
@@ -178,6 +184,8 @@ class VerifierPool:
             raise RuntimeError("VerifierPool is closed")
         normalized = [normalize_item(i, item) for i, item in enumerate(items)]
         results: list[dict | None] = [None] * len(normalized)
+        # seconds each item spent in its actor (NaN for items scored "crash"), for benchmarks and monitoring
+        self.last_latency_s = [float("nan")] * len(normalized)
         size = max(1, min(self.chunk_size, -(-len(normalized) // self.num_workers)))
         pending = collections.deque(list(range(s, min(s + size, len(normalized)))) for s in range(0, len(normalized), size))
         self._dispatch(normalized, results, pending)
@@ -203,8 +211,8 @@ class VerifierPool:
             for ref in ready:
                 slot, chunk, _ = in_flight.pop(ref)
                 try:
-                    for i, result in ray.get(ref):
-                        results[i] = result
+                    for i, result, seconds in ray.get(ref):
+                        results[i], self.last_latency_s[i] = result, seconds
                 except ray.exceptions.RayActorError as exc:
                     logger.warning("verifier actor %d died (%s); replacing it", slot, type(exc).__name__)
                     self._replace(slot)

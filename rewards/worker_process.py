@@ -8,6 +8,7 @@ be interrupted (C-level big-integer arithmetic, a stuck C extension).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -56,41 +57,68 @@ def score_item(item: dict, timeout_s: float) -> dict:
     return code_verifier.score(item["program"], item["tests"], timeout_s=item.get("timeout_s", timeout_s), **options)
 
 
-class VerifierProcess:
-    """Parent side of one worker process; thread-safe (one item at a time)."""
+@dataclasses.dataclass
+class _Child:
+    """A worker process and the bytes read from it that do not yet form a full line."""
 
-    def __init__(self, env: dict | None = None):
-        self._proc: subprocess.Popen | None = None
-        self._buffer = b""
+    proc: subprocess.Popen
+    buffer: bytes = b""
+
+
+class VerifierProcess:
+    """Parent side of one worker process; thread-safe (one item at a time).
+
+    With ``standby`` (default) a second, already-initialised worker waits in reserve, so replacing a killed worker
+    costs nothing: a hostile item costs its timeout, not also the next item's wait for sympy to import.
+    """
+
+    def __init__(self, env: dict | None = None, standby: bool = True):
+        self._child: _Child | None = None
+        self._standby: _Child | None = None
+        self._use_standby = standby
         self._lock = threading.Lock()
         self._env = env
-        self.restarts = 0  # how many times a worker was started after the first
+        self.restarts = 0  # how many times a worker was put in place after the first
         self._started = 0
 
     @property
     def pid(self) -> int | None:
         """Pid of the live worker (None before the first item or after a kill)."""
-        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+        child = self._child
+        return child.proc.pid if child is not None and child.proc.poll() is None else None
 
     def start(self) -> None:
-        """Start the worker if none is alive and wait until it has imported the verifiers."""
-        if self._proc is not None and self._proc.poll() is None:
+        """Put a live, initialised worker in place (the standby if there is one) and refill the standby."""
+        if self.pid is not None:
             return
-        self._kill()
+        self._kill(self._child)
+        self._child = None
         self.restarts += self._started
         self._started = 1
+        candidates = [self._standby, None] if self._standby is not None else [None]  # None: a fresh spawn
+        self._standby = None
+        for candidate in candidates:
+            child = candidate or self._spawn()
+            if self._read_line(child, time.monotonic() + STARTUP_TIMEOUT_S) == {"ready": True}:
+                self._child = child
+                break
+            self._kill(child)
+        if self._child is None:
+            raise RuntimeError("verifier worker process did not start (see its stderr)")
+        if self._use_standby:
+            self._standby = self._spawn()  # initialises in the background while this one works
+
+    def _spawn(self) -> _Child:
+        """Start a worker process without waiting for it."""
         env = dict(os.environ if self._env is None else self._env)
-        self._proc = subprocess.Popen(
+        proc = subprocess.Popen(
             [sys.executable, "-m", "verl_resrl.rewards.worker_process"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
             start_new_session=True,  # one killpg reaches the worker and anything it forked in its group
         )
-        self._buffer = b""
-        if self._read_line(time.monotonic() + STARTUP_TIMEOUT_S) != {"ready": True}:
-            self._kill()
-            raise RuntimeError("verifier worker process did not start (see its stderr)")
+        return _Child(proc)
 
     def score(self, item: dict, timeout_s: float) -> dict:
         """Score ``item``; a timeout kills the worker (reason "timeout"), a death is retried once, then "crash"."""
@@ -103,36 +131,40 @@ class VerifierProcess:
                     continue
                 outcome = self._roundtrip(item, timeout_s)
                 if outcome == "timeout":
-                    self._kill()
+                    self._kill(self._child)
                     return negative_result(item, "timeout", cheap_answer(item))
                 if outcome is not None:
                     return outcome
-                self._kill()  # it died under this item: replace it and retry once
+                self._kill(self._child)  # it died under this item: replace it and retry once
             return negative_result(item, "crash", cheap_answer(item))
 
     def close(self) -> None:
-        """Kill the worker."""
+        """Kill the worker and the standby."""
         with self._lock:
-            self._kill()
+            for child in (self._child, self._standby):
+                self._kill(child)
+            self._child = self._standby = None
 
     def _roundtrip(self, item: dict, timeout_s: float):
         """Send one item; return its result, "timeout", or None when the worker died."""
+        child = self._child
         try:
-            self._proc.stdin.write(json.dumps({"item": item, "timeout_s": timeout_s}).encode() + b"\n")
-            self._proc.stdin.flush()
+            child.proc.stdin.write(json.dumps({"item": item, "timeout_s": timeout_s}).encode() + b"\n")
+            child.proc.stdin.flush()
         except (BrokenPipeError, OSError):
             return None
-        reply = self._read_line(time.monotonic() + timeout_s + KILL_MARGIN_S)
+        reply = self._read_line(child, time.monotonic() + timeout_s + KILL_MARGIN_S)
         if reply == "timeout":
             return "timeout"
         if reply is None or "result" not in reply:
             return None
         return reply["result"]
 
-    def _read_line(self, deadline: float):
-        """One JSON line from the worker before ``deadline``: the object, "timeout", or None on EOF."""
-        fd = self._proc.stdout.fileno()
-        while b"\n" not in self._buffer:
+    @staticmethod
+    def _read_line(child: _Child, deadline: float):
+        """One JSON line from ``child`` before ``deadline``: the object, "timeout", or None on EOF."""
+        fd = child.proc.stdout.fileno()
+        while b"\n" not in child.buffer:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return "timeout"
@@ -142,24 +174,24 @@ class VerifierProcess:
             chunk = os.read(fd, 1 << 16)
             if not chunk:
                 return None
-            self._buffer += chunk
-        line, self._buffer = self._buffer.split(b"\n", 1)
+            child.buffer += chunk
+        line, child.buffer = child.buffer.split(b"\n", 1)
         try:
             return json.loads(line)
         except ValueError:
             return None
 
-    def _kill(self) -> None:
-        """SIGKILL the worker's process group and reap it."""
-        proc, self._proc = self._proc, None
-        if proc is None:
+    @staticmethod
+    def _kill(child: _Child | None) -> None:
+        """SIGKILL a worker's process group and reap it."""
+        if child is None or child.proc.returncode is not None and child.proc.stdin.closed:
             return
         try:
-            os.killpg(proc.pid, signal.SIGKILL)
+            os.killpg(child.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-        proc.wait()
-        for pipe in (proc.stdin, proc.stdout):
+        child.proc.wait()
+        for pipe in (child.proc.stdin, child.proc.stdout):
             pipe.close()
 
 

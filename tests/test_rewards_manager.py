@@ -2,8 +2,10 @@
 
 import asyncio
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -134,10 +136,17 @@ def manager_results():
         data = _batch(tokenizer, samples)
         return await asyncio.gather(*(manager.run_single(data[i : i + 1]) for i in range(len(samples))))
 
+    # inside verl the reward-loop worker is a Ray actor, so the pool attaches to a running cluster: do the same
+    import ray
+
+    temp_dir = tempfile.mkdtemp(prefix="resrl-ray-test-")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=temp_dir, log_to_driver=False)
     try:
         yield asyncio.run(run_all())
     finally:
         ResRLVerifierRewardManager.shutdown_pool()
+        ray.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def test_scores_follow_the_options(manager_results):
