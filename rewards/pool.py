@@ -187,11 +187,12 @@ class VerifierPool:
         # seconds each item spent in its actor (NaN for items scored "crash"), for benchmarks and monitoring
         self.last_latency_s = [float("nan")] * len(normalized)
         size = max(1, min(self.chunk_size, -(-len(normalized) // self.num_workers)))
-        pending = collections.deque(list(range(s, min(s + size, len(normalized)))) for s in range(0, len(normalized), size))
+        n = len(normalized)
+        pending = collections.deque(list(range(s, min(s + size, n))) for s in range(0, n, size))
         self._dispatch(normalized, results, pending)
         return results
 
-    def _chunk_budget(self, items: list[dict], chunk: list[int]) -> float:
+    def _chunk_budget(self, chunk: list[int]) -> float:
         """Seconds a call may take before its actor counts as hung: every item's timeout, margins, a restart."""
         return len(chunk) * (self.timeout_s + KILL_MARGIN_S) * 2 + self.startup_timeout_s
 
@@ -205,7 +206,7 @@ class VerifierPool:
             while idle and pending:
                 slot, chunk = idle.popleft(), pending.popleft()
                 ref = self.actors[slot].score_items.remote([(i, items[i]) for i in chunk])
-                in_flight[ref] = (slot, chunk, time.monotonic() + self._chunk_budget(items, chunk))
+                in_flight[ref] = (slot, chunk, time.monotonic() + self._chunk_budget(chunk))
             wait_s = max(0.0, min(d for _, _, d in in_flight.values()) - time.monotonic())
             ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=wait_s)
             for ref in ready:

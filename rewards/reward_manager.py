@@ -57,13 +57,17 @@ class ManagerOptions:
         known = {f.name for f in dataclasses.fields(cls)}
         for key in raw:
             if key not in known:
-                raise ValueError(f"reward.reward_kwargs.{key} is not an option of resrl_verifier; known: {sorted(known)}")
+                raise ValueError(
+                    f"reward.reward_kwargs.{key} is not an option of resrl_verifier; known: {sorted(known)}"
+                )
         opts = cls(**raw)
         if opts.length_scale_start is not None and opts.max_response_length is None:
             data_cfg = config.get("data", {}) if hasattr(config, "get") else {}
             opts.max_response_length = data_cfg.get("max_response_length", None)
         if opts.reward_convention not in ("signed", "binary"):
-            raise ValueError(f"reward.reward_kwargs.reward_convention must be signed|binary, got {opts.reward_convention!r}")
+            raise ValueError(
+                f"reward.reward_kwargs.reward_convention must be signed|binary, got {opts.reward_convention!r}"
+            )
         return opts
 
 
@@ -95,7 +99,9 @@ def parse_code_tests(ground_truth) -> list[dict]:
         ground_truth = ground_truth.tolist()
     if isinstance(ground_truth, list):
         return [{"input": t["input"], "output": t["output"]} for t in ground_truth]
-    raise ValueError(f"code ground_truth must be a test list or an inputs/outputs dict, got {type(ground_truth).__name__}")
+    raise ValueError(
+        f"code ground_truth must be a test list or an inputs/outputs dict, got {type(ground_truth).__name__}"
+    )
 
 
 class _Batcher:

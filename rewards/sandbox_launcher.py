@@ -95,7 +95,11 @@ def _expose_stdlib() -> None:
     os.mkdir(target, 0o755)
     _mount(sys.base_prefix, target, None, MS_BIND | MS_REC)
     _mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
-    moved = lambda paths: [p.replace(sys.base_prefix, target, 1) if p.startswith(sys.base_prefix) else p for p in paths]  # noqa: E731
+    prefix = sys.base_prefix
+
+    def moved(paths):
+        return [p.replace(prefix, target, 1) if p.startswith(prefix) else p for p in paths]
+
     sys.path[:] = moved(sys.path)
     for module in list(sys.modules.values()):  # packages imported already look up submodules in their __path__
         search = getattr(module, "__path__", None)

@@ -116,7 +116,8 @@ def test_limits_hold_at_every_level(level):
 @pytest.mark.parametrize("level", NAMESPACE_LEVELS)
 def test_namespace_levels_block_network_and_outside_writes(level):
     limits = SandboxLimits(timeout_s=3.0, isolation=level)
-    net = run_program("import socket\nsocket.create_connection(('127.0.0.1', 22), timeout=1)\nprint('open')", "", limits)
+    connect = "import socket\nsocket.create_connection(('127.0.0.1', 22), timeout=1)\nprint('open')"
+    net = run_program(connect, "", limits)
     assert "open" not in net.stdout and net.returncode != 0
     outside = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"pwned-{uuid.uuid4().hex}")
     write = run_program(f"open({outside!r}, 'w').write('x')\nprint('wrote')", "", limits)
