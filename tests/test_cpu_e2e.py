@@ -1,0 +1,154 @@
+"""verl's real v1 trainer on CPU, end to end: ``python -m verl_resrl.main_ppo +recipe=resrl_tiny`` for 2 steps.
+
+Every run is a subprocess in its own session with a hard timeout and a private Ray temp dir; whatever it started is
+killed afterwards by process id. The tiny assets are built once (verl_resrl.tiny.build) and reused by every test.
+"""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+RUN_TIMEOUT_S = 420
+REQUIRED_STEP_METRICS = (
+    "critic/score/mean",
+    "critic/advantages/mean",
+    "actor/pg_loss",
+    "actor/grad_norm",
+    "response_length/mean",
+    "timing_s/step",
+    "timing_s/gen",
+    "timing_s/update_actor",
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_dir():
+    """The tiny task's assets, built on first use in the shared cache (``$VERL_RESRL_TINY_DIR`` or ~/.cache)."""
+    from verl_resrl.tiny.build import default_data_dir, ensure_tiny_assets
+
+    return ensure_tiny_assets(default_data_dir()).data_dir
+
+
+def _kill_leftovers(marker: str) -> None:
+    """SIGKILL every process whose command line names this run's private Ray temp dir (the run's own Ray)."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                cmdline = fh.read().decode(errors="replace")
+        except OSError:
+            continue
+        if marker in cmdline:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def run_main(out_dir, tiny_dir, *overrides, env_extra=None, timeout=RUN_TIMEOUT_S):
+    """Run the tiny recipe for 2 steps; returns (returncode or None on timeout, output, metric records, seconds)."""
+    ray_tmp = tempfile.mkdtemp(prefix="rt_", dir="/tmp")  # short: Ray's socket paths must stay < 108 bytes
+    cmd = [
+        sys.executable, "-m", "verl_resrl.main_ppo", "+recipe=resrl_tiny",
+        f"resrl_tiny.data_dir={tiny_dir}",
+        f"trainer.default_local_dir={out_dir}",
+        "trainer.total_training_steps=2", "trainer.test_freq=2", "trainer.save_freq=-1",
+        "data.val_max_samples=16", "trainer.logger=[console]",
+        f"+ray_kwargs.ray_init._temp_dir={ray_tmp}",
+        *overrides,
+    ]
+    env = dict(os.environ, **(env_extra or {}))
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+        rc = proc.returncode
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        rc = None
+    finally:
+        _kill_leftovers(ray_tmp)
+    metrics_path = os.path.join(out_dir, "metrics.jsonl")
+    records = []
+    if os.path.exists(metrics_path):
+        with open(metrics_path) as fh:
+            records = [json.loads(line) for line in fh if line.strip()]
+    return rc, output, records, time.monotonic() - start
+
+
+def assert_two_finite_training_steps(rc, output, records):
+    assert rc == 0, f"run failed (rc={rc}):\n{output[-6000:]}"
+    steps = [r for r in records if "critic/score/mean" in r]
+    assert [r["step"] for r in steps] == [1, 2], output[-3000:]
+    for record in steps:
+        missing = [k for k in REQUIRED_STEP_METRICS if k not in record]
+        assert not missing, f"step {record['step']} lacks {missing}"
+        bad = {k: v for k, v in record.items() if not math.isfinite(v)}
+        assert not bad, f"step {record['step']} has non-finite metrics {bad}"
+    # the rollout's log-probs are compared with the actor's own recompute every step
+    assert any(k.startswith("training/rollout_probs_diff") for k in steps[0]), sorted(steps[0])[:50]
+    assert "validation accuracy at end" in output
+
+
+@pytest.mark.parametrize("estimator", ["resrl", "grpo", "w_reinforce"])
+def test_two_training_steps_per_estimator(tmp_path, tiny_dir, estimator):
+    rc, output, records, _ = run_main(tmp_path / "run", tiny_dir, f"algorithm.adv_estimator={estimator}")
+    assert_two_finite_training_steps(rc, output, records)
+    if estimator == "w_reinforce":
+        # W-REINFORCE (binary reward convention): advantages are +lambda or -1, never GRPO's normalised values
+        step = next(r for r in records if "critic/advantages/max" in r)
+        assert step["critic/advantages/max"] <= 0.1 + 1e-6 and step["critic/advantages/min"] >= -1 - 1e-6
+
+
+def test_two_data_parallel_actor_ranks_on_gloo(tmp_path, tiny_dir):
+    rc, output, records, _ = run_main(tmp_path / "run", tiny_dir, "trainer.n_gpus_per_node=2")
+    assert_two_finite_training_steps(rc, output, records)
+    assert "hf://hf_server_1" in output  # one hf replica per data-parallel rank
+
+
+DYING_ROLLOUT = '''
+"""Test-only rollout "hf_dying": the hf server process exits on its first generate call."""
+import os
+from verl.workers.rollout import base, replica
+from verl_resrl.workers.hf_rollout import HFRolloutReplica, HFRolloutServer
+
+
+class DyingServer(HFRolloutServer):
+    async def generate(self, *args, **kwargs):
+        os._exit(3)
+
+
+class DyingReplica(HFRolloutReplica):
+    server_class = DyingServer
+
+
+base._ROLLOUT_REGISTRY[("hf_dying", "async")] = "verl_resrl.workers.hf_rollout.HFServerAdapter"
+replica.RolloutReplicaRegistry.register("hf_dying", lambda: DyingReplica)
+'''
+
+
+def test_a_dying_rollout_worker_fails_the_run_instead_of_hanging(tmp_path, tiny_dir):
+    plugin_dir = tmp_path / "plugin"
+    plugin_dir.mkdir()
+    (plugin_dir / "dying_rollout.py").write_text(DYING_ROLLOUT)
+    env = {
+        "PYTHONPATH": os.pathsep.join([str(plugin_dir), os.environ.get("PYTHONPATH", "")]),
+        "VERL_USE_EXTERNAL_MODULES": "dying_rollout",  # verl imports it in every process
+    }
+    rc, output, _, seconds = run_main(tmp_path / "run", tiny_dir, "actor_rollout_ref.rollout.name=hf_dying",
+                                      "trainer.val_before_train=false", env_extra=env, timeout=300)
+    assert rc is not None, f"the run hung until the {300} s timeout:\n{output[-4000:]}"
+    assert rc != 0
+    assert "ActorDiedError" in output or "actor died" in output.lower(), output[-4000:]

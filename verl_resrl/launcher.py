@@ -1,0 +1,193 @@
+"""``launch(config)``: everything between Hydra's composed config and verl's ``run_ppo``.
+
+Called by ``python -m verl_resrl.main_ppo +recipe=NAME``. In order:
+
+1. platform: on a host without an accelerator, or with ``trainer.device=cpu``, select our CPU platform
+   (``verl_resrl.workers.cpu_platform``) for the driver and, through Ray's runtime env, for every Ray process;
+   then make the config runnable there (:func:`configure_cpu_run`);
+2. the tiny task: with ``resrl_tiny.enable=true``, build (once, cached) or reuse its assets and fill the config keys
+   set to ``"resrl_tiny"`` with their paths;
+3. output paths made absolute (Ray workers do not share the driver's working directory);
+4. validation: ``verl_resrl.dry_run.preflight`` (our checks, ``verl_resrl.config_check`` and verl's own
+   ``validate_config``; stops here on ``trainer.dry_run=true``);
+5. verl's ``run_ppo`` with :data:`ResRLTaskRunner` - verl's ``TaskRunnerV1`` whose trainer class comes from
+   ``verl_resrl.trainer.resolve_trainer_cls`` and whose metrics also go to ``verl_resrl.progress``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import ray
+from omegaconf import OmegaConf, open_dict
+
+from verl.trainer.main_ppo import TaskRunnerV1, run_ppo
+
+TINY_PLACEHOLDER = "resrl_tiny"
+TINY_KEYS = {  # config key -> TinyAssets field, filled when the key holds TINY_PLACEHOLDER
+    "data.train_files": "train_parquet",
+    "data.val_files": "val_parquet",
+    "actor_rollout_ref.model.path": "model_dir",
+}
+GPU_ONLY_ROLLOUTS = ("vllm", "sglang", "trtllm")
+# Ray logical CPUs held besides the placement groups: TransferQueue's controller (num_cpus=1), and one free CPU
+# that actors with Ray's default options (TaskRunner, agent-loop and reward workers) need to be scheduled.
+_TQ_CONTROLLER_CPUS = 1
+_SCHEDULING_HEADROOM_CPUS = 1
+_BUNDLE_CPUS = 3  # verl's ResourcePoolManager.max_colocate_count: CPUs in each trainer-process bundle
+
+
+def _select(config, key, default=None):
+    return OmegaConf.select(config, key, default=default)
+
+
+def _set(config, key, value) -> None:
+    with open_dict(config):
+        OmegaConf.update(config, key, value, force_add=True)
+
+
+def wants_cpu_platform(config) -> bool:
+    """CPU when ``trainer.device=cpu`` (forced) or when this host has no accelerator (auto)."""
+    if str(_select(config, "trainer.device", "cuda")) == "cpu":
+        return True
+    from verl_resrl.workers.cpu_platform import accelerator_present
+
+    return not accelerator_present()
+
+
+def cpu_logical_cpus_needed(config) -> int:
+    """Ray logical CPUs a CPU run holds at once (scheduling slots, not cores; see docs/cpu_path.md)."""
+    processes = int(config.trainer.n_gpus_per_node) * int(config.trainer.nnodes)
+    storage_units = int(_select(config, "transfer_queue.backend.SimpleStorage.num_data_storage_units", 8))
+    return processes * _BUNDLE_CPUS + storage_units + _TQ_CONTROLLER_CPUS + _SCHEDULING_HEADROOM_CPUS
+
+
+def _check_cpu_config(config) -> None:
+    """Settings that cannot run on a CPU: fail now with the key to change, not minutes later in a Ray worker."""
+    rollout = _select(config, "actor_rollout_ref.rollout.name")
+    if rollout in GPU_ONLY_ROLLOUTS:
+        raise ValueError(f"actor_rollout_ref.rollout.name={rollout} needs a GPU; on CPU use "
+                         "actor_rollout_ref.rollout.name=hf (verl_resrl.workers.hf_rollout)")
+    for role in ("actor", "ref"):
+        strategy = _select(config, f"actor_rollout_ref.{role}.strategy")
+        if strategy not in (None, "fsdp2"):
+            raise ValueError(f"actor_rollout_ref.{role}.strategy={strategy} does not run on CPU "
+                             "(FSDP1 needs an accelerator device id); use fsdp2")
+    attn = _select(config, "actor_rollout_ref.model.override_config.attn_implementation")
+    if attn is not None and str(attn).startswith("flash"):
+        raise ValueError(f"actor_rollout_ref.model.override_config.attn_implementation={attn} needs a GPU; "
+                         "use sdpa (or eager)")
+
+
+def cpu_env_vars(config) -> dict[str, str]:
+    """Environment for every Ray process of a CPU run (user-set values win)."""
+    wanted = {
+        "VERL_PLATFORM": "cpu",  # verl's platform override: selects our "cpu" platform in every process
+        # torch threads per process: Ray would otherwise set 1 (an actor's num_cpus); processes take turns
+        # (rollout, then log-probs, then the update), so each may use every core
+        "OMP_NUM_THREADS": str(os.cpu_count() or 1),
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    return {k: os.environ.get(k, v) for k, v in wanted.items()}
+
+
+def configure_cpu_run(config) -> None:
+    """Make ``config`` run on the CPU platform: platform env for Ray, device, attention, Ray resources."""
+    _check_cpu_config(config)
+    env = cpu_env_vars(config)
+    os.environ.update(env)  # the driver: verl was imported already, so activate explicitly
+    from verl_resrl.workers import cpu_platform
+
+    cpu_platform.activate()
+    _set(config, "trainer.device", "cpu")
+    if _select(config, "actor_rollout_ref.model.override_config.attn_implementation") is None:
+        _set(config, "actor_rollout_ref.model.override_config.attn_implementation", "sdpa")
+    for key, value in env.items():
+        _set(config, f"ray_kwargs.ray_init.runtime_env.env_vars.{key}", value)
+    needed = cpu_logical_cpus_needed(config)
+    num_cpus = _select(config, "ray_kwargs.ray_init.num_cpus")
+    if num_cpus is None:
+        _set(config, "ray_kwargs.ray_init.num_cpus", needed)
+    elif int(num_cpus) < needed:
+        raise ValueError(f"ray_kwargs.ray_init.num_cpus={num_cpus} is below the {needed} logical CPUs this run "
+                         "holds (3 per trainer process + TransferQueue storage units + 2); Ray would wait forever")
+    # A private local Ray instance unless one is named: Ray's default (address=None) joins any cluster running on
+    # this host, which would lack the placeholder GPU slots below and mix our actors with someone else's.
+    if _select(config, "ray_kwargs.ray_init.address") is None and not os.environ.get("RAY_ADDRESS"):
+        _set(config, "ray_kwargs.ray_init.address", "local")
+    # verl's ResourcePoolManager counts only Ray "GPU"/"NPU" resources: one placeholder GPU slot per trainer
+    # process (no CUDA is used; the CPU platform never touches torch.cuda).
+    processes = int(config.trainer.n_gpus_per_node) * int(config.trainer.nnodes)
+    if _select(config, "ray_kwargs.ray_init.num_gpus") is None:
+        _set(config, "ray_kwargs.ray_init.num_gpus", processes)
+
+
+def prepare_tiny_assets(config) -> None:
+    """With ``resrl_tiny.enable``, build/reuse the tiny task and fill the keys that say ``resrl_tiny``."""
+    if not _select(config, "resrl_tiny.enable", False):
+        return
+    from verl_resrl.tiny.build import default_data_dir, ensure_tiny_assets
+
+    data_dir = _select(config, "resrl_tiny.data_dir") or default_data_dir()
+    assets = ensure_tiny_assets(data_dir, rebuild=bool(_select(config, "resrl_tiny.rebuild", False)))
+    print(f"[resrl] tiny task assets: {assets.data_dir}", flush=True)
+    for key, attr in TINY_KEYS.items():
+        if _select(config, key) == TINY_PLACEHOLDER:
+            _set(config, key, getattr(assets, attr))
+    for key in ("actor_rollout_ref.model.tokenizer_path",):
+        if _select(config, key) == TINY_PLACEHOLDER:
+            _set(config, key, assets.model_dir)
+
+
+def absolutize_outputs(config) -> None:
+    """Checkpoint and progress folders as absolute paths, and tensorboard under the run's output folder."""
+    local_dir = os.path.abspath(os.path.expanduser(str(config.trainer.default_local_dir)))
+    _set(config, "trainer.default_local_dir", local_dir)
+    out_dir = _select(config, "resrl_progress.out_dir")
+    _set(config, "resrl_progress.out_dir", os.path.abspath(os.path.expanduser(str(out_dir or local_dir))))
+    if "TENSORBOARD_DIR" not in os.environ:  # read by verl's tensorboard backend in the TaskRunner
+        tb_dir = os.path.join(config.resrl_progress.out_dir, "tensorboard")
+        _set(config, "ray_kwargs.ray_init.runtime_env.env_vars.TENSORBOARD_DIR", tb_dir)
+
+
+def _preflight(config) -> bool:
+    """Our validation and verl's (``verl_resrl.dry_run.preflight``); True = dry run, stop."""
+    from verl_resrl.dry_run import preflight
+
+    return preflight(config)
+
+
+class _ResRLTaskRunner(TaskRunnerV1.__ray_actor_class__):
+    """verl's TaskRunnerV1 (``@ray.remote`` there; subclassed through its underlying class) with our trainer class.
+
+    Replaces only the trainer lookup of ``TaskRunnerV1.run``: that method calls ``verl.trainer.ppo.v1.get_trainer_cls``
+    by module attribute, so pointing that attribute at ``resolve_trainer_cls`` in this (TaskRunner) process changes
+    the class and nothing else. Metrics also reach ``verl_resrl.progress`` (its Tracking subclass is installed here).
+    """
+
+    def run(self, config):
+        from verl.trainer.ppo import v1
+
+        from verl_resrl.progress import install_in_v1_trainer
+        from verl_resrl.trainer import resolve_trainer_cls
+
+        install_in_v1_trainer()
+        v1.get_trainer_cls = lambda _mode: resolve_trainer_cls(config)
+        return super().run(config)
+
+
+ResRLTaskRunner = ray.remote(_ResRLTaskRunner)
+
+
+def launch(config) -> None:
+    """Prepare ``config`` for this host, validate it, and run verl's PPO with our task runner."""
+    if not bool(_select(config, "trainer.use_v1", True)):
+        raise ValueError("trainer.use_v1=false (verl's deprecated legacy trainer) is not supported by verl_resrl; "
+                         "use the v1 trainer")
+    if wants_cpu_platform(config):
+        configure_cpu_run(config)
+    prepare_tiny_assets(config)
+    absolutize_outputs(config)
+    if _preflight(config):
+        return
+    run_ppo(config, task_runner_class=ResRLTaskRunner)

@@ -1,0 +1,203 @@
+"""Run progress for humans: one line per step, a metrics jsonl, a PNG plot and the start/end validation accuracy.
+
+verl seam: ``verl.utils.tracking.Tracking``, the object every verl trainer logs its metrics dict through
+(``self.logger.log(data=metrics, step=...)`` in ``trainer/ppo/v1/trainer_base.py::fit``). :class:`ProgressTracking`
+adds one more backend to it when ``resrl_progress.enable=true``; our TaskRunner installs it in the TaskRunner process
+only (``verl_resrl.launcher``). verl's own backends (``trainer.logger``: console, tensorboard, file, wandb, ...) are
+untouched, and ``trainer.logger`` keeps verl's vocabulary.
+
+Config node ``resrl_progress`` (see :class:`ProgressConfig`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import sys
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping, Optional
+
+from verl.utils.tracking import Tracking
+
+PROGRESS_BACKEND = "resrl_progress"
+VAL_ACC_PATTERN = re.compile(r"^val-core/(.+)/acc/mean@\d+$")  # verl's core validation accuracy
+VAL_REWARD_PATTERN = re.compile(r"^val-core/(.+)/reward/mean@\d+$")  # used when the scorer reports no "acc"
+
+
+@dataclass(frozen=True)
+class ProgressConfig:
+    """``resrl_progress`` config node."""
+
+    enable: bool = False
+    """print the step lines and write the metrics file, the plot and the closing accuracy lines"""
+    out_dir: Optional[str] = None
+    """folder of the metrics file and the plot; None = ``trainer.default_local_dir``"""
+    metrics_file: str = "metrics.jsonl"
+    """one JSON object per logged step: {"step": n, metric: value, ...} (numeric metrics only)"""
+    plot_file: str = "progress.png"
+    """training reward and validation accuracy against steps, written when the run ends"""
+    reward_key: str = "critic/score/mean"
+    """training metric shown and plotted as the reward (verl's mean sequence score of the batch)"""
+    step_time_key: str = "timing_s/step"
+    """verl's wall time of a training step"""
+    extra_prefixes: list = field(default_factory=lambda: ["resrl/", "actor/resrl"])
+    """metrics whose name starts with one of these are added to the step line (ResRL statistics)"""
+
+    @classmethod
+    def from_run_config(cls, config: Optional[Mapping[str, Any]]) -> "ProgressConfig":
+        """Read ``resrl_progress`` from the full run config (a plain dict); unknown keys are an error."""
+        node = dict((config or {}).get("resrl_progress") or {})
+        unknown = sorted(set(node) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown key(s) resrl_progress.{unknown}; known: {[f.name for f in fields(cls)]}")
+        if node.get("out_dir") is None:
+            node["out_dir"] = ((config or {}).get("trainer") or {}).get("default_local_dir") or "."
+        return cls(**node)
+
+
+def _number(value) -> Optional[float]:
+    """A float for numeric metric values (numpy/torch scalars included), else None."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def validation_accuracy(metrics: Mapping[str, Any]) -> tuple[Optional[str], Optional[float]]:
+    """(key, value) of verl's core validation accuracy (mean over data sources' first key), or (None, None)."""
+    for pattern in (VAL_ACC_PATTERN, VAL_REWARD_PATTERN):
+        keys = sorted(k for k in metrics if pattern.match(k))
+        if keys:
+            return keys[0], _number(metrics[keys[0]])
+    return None, None
+
+
+class ProgressLogger:
+    """A verl tracking backend: ``log(data, step)`` and ``finish()``."""
+
+    def __init__(self, cfg: ProgressConfig, total_steps: Optional[int] = None, stream=None):
+        self.cfg = cfg
+        self.total_steps = total_steps
+        self.stream = stream or sys.stdout
+        os.makedirs(cfg.out_dir, exist_ok=True)
+        self.metrics_path = os.path.join(cfg.out_dir, cfg.metrics_file)
+        self.plot_path = os.path.join(cfg.out_dir, cfg.plot_file)
+        self._file = open(self.metrics_path, "w", encoding="utf-8")
+        self.history: list[dict[str, float]] = []
+        self._finished = False
+
+    def log(self, data: Mapping[str, Any], step: int) -> None:
+        """Append numeric metrics to the jsonl file and print one line for this step."""
+        record = {"step": int(step)}
+        record.update({k: v for k, v in ((k, _number(v)) for k, v in data.items()) if v is not None})
+        self.history.append(record)
+        self._file.write(json.dumps(record, allow_nan=True) + "\n")
+        self._file.flush()
+        print(self.format_line(record), file=self.stream, flush=True)
+
+    def format_line(self, record: Mapping[str, float]) -> str:
+        """``[resrl] step 3/20 | reward 0.41 | val acc 0.52 | resrl/... | 4.2 s`` (only the parts present)."""
+        total = f"/{self.total_steps}" if self.total_steps else ""
+        parts = [f"[resrl] step {record['step']}{total}"]
+        if self.cfg.reward_key in record:
+            parts.append(f"reward {record[self.cfg.reward_key]:+.3f}")
+        key, acc = validation_accuracy(record)
+        if key is not None:
+            parts.append(f"val acc {acc:.3f}")
+        for name in sorted(record):
+            if any(name.startswith(p) for p in self.cfg.extra_prefixes):
+                parts.append(f"{name} {record[name]:.4g}")
+        if self.cfg.step_time_key in record:
+            parts.append(f"{record[self.cfg.step_time_key]:.1f} s")
+        return " | ".join(parts)
+
+    def validation_curve(self) -> list[tuple[int, float]]:
+        """(step, validation accuracy) for every logged validation."""
+        points = []
+        for record in self.history:
+            key, acc = validation_accuracy(record)
+            if key is not None and acc is not None and math.isfinite(acc):
+                points.append((record["step"], acc))
+        return points
+
+    def reward_curve(self) -> list[tuple[int, float]]:
+        """(step, training reward) for every training step."""
+        return [(r["step"], r[self.cfg.reward_key]) for r in self.history if self.cfg.reward_key in r]
+
+    def summary_lines(self) -> list[str]:
+        """The closing lines: start and end validation accuracy, and where the files are."""
+        curve = self.validation_curve()
+        lines = []
+        if curve:
+            (s0, a0), (s1, a1) = curve[0], curve[-1]
+            lines.append(f"[resrl] validation accuracy at start (step {s0}): {a0:.4f}")
+            lines.append(f"[resrl] validation accuracy at end   (step {s1}): {a1:.4f}  (change {a1 - a0:+.4f})")
+        else:
+            lines.append("[resrl] no validation accuracy was logged (trainer.test_freq / val_before_train)")
+        lines.append(f"[resrl] metrics: {os.path.abspath(self.metrics_path)}")
+        if os.path.exists(self.plot_path):
+            lines.append(f"[resrl] plot:    {os.path.abspath(self.plot_path)}")
+        return lines
+
+    def write_plot(self) -> Optional[str]:
+        """Training reward and validation accuracy against steps, side by side; None when nothing to plot."""
+        rewards, accs = self.reward_curve(), self.validation_curve()
+        if not rewards and not accs:
+            return None
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, (ax_r, ax_a) = plt.subplots(1, 2, figsize=(10, 4))
+        for ax, points, title, colour in ((ax_r, rewards, f"training reward ({self.cfg.reward_key})", "tab:blue"),
+                                          (ax_a, accs, "validation accuracy", "tab:green")):
+            if points:
+                ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", color=colour)
+            ax.set_title(title, fontsize=10)
+            ax.set_xlabel("step")
+            ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(self.plot_path, dpi=100)
+        plt.close(fig)
+        return self.plot_path
+
+    def finish(self, exit_code: int = 0) -> None:
+        """Close the metrics file, write the plot and print the summary lines (once)."""
+        if self._finished:
+            return
+        self._finished = True
+        self._file.close()
+        self.write_plot()
+        for line in self.summary_lines():
+            print(line, file=self.stream, flush=True)
+
+
+class ProgressTracking(Tracking):
+    """verl's Tracking plus the progress backend when ``resrl_progress.enable`` (extends __init__/finish only)."""
+
+    def __init__(self, project_name, experiment_name, default_backend="console", config=None):
+        super().__init__(project_name, experiment_name, default_backend, config)
+        progress = ProgressConfig.from_run_config(config)
+        if progress.enable:
+            total = ((config or {}).get("trainer") or {}).get("total_training_steps")
+            self.logger[PROGRESS_BACKEND] = ProgressLogger(progress, total)
+
+    def finish(self, exit_code: int = 0):
+        progress = getattr(self, "logger", {}).get(PROGRESS_BACKEND)
+        super().finish(exit_code=exit_code)
+        if progress is not None:
+            progress.finish(exit_code)
+
+
+def install_in_v1_trainer() -> None:
+    """Make verl's v1 trainer build :class:`ProgressTracking` (call inside the TaskRunner process only).
+
+    Replaces the module attribute ``verl.trainer.ppo.v1.trainer_base.Tracking`` (which ``PPOTrainer.fit`` calls)
+    with our subclass; with ``resrl_progress.enable=false`` it behaves exactly like verl's.
+    """
+    from verl.trainer.ppo.v1 import trainer_base
+
+    trainer_base.Tracking = ProgressTracking
