@@ -103,3 +103,104 @@ def test_step_metrics_coverage_drops_when_a_mixed_group_lost_its_weights():
     stats = stats_rows([1, 1, 1, 0])  # b's negative row was not weighted
     m = resrl_step_metrics(uids, positive, masks, [torch.ones(5)] * 4, stats, min_pos_tokens=2)
     assert m["resrl/coverage"] == pytest.approx(0.5) and m["resrl/coverage_eligible"] == pytest.approx(0.5)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# End to end: verl's real trainer on the CPU path (python -m verl_resrl.main_ppo +recipe=resrl_tiny), with the opt-in
+# layout probe (verl_resrl/layout_probe.py): at the first step with weighted groups, the same batch goes through the
+# actor's old-log-prob pass again under micro-batch 1/2/4, dynamic batch size on, a partition without workload
+# balancing and (2 ranks) a partition that splits every group across the ranks.
+
+E2E_TIMEOUT_S = 600
+WEIGHT_TOLERANCE = 1e-5
+
+
+def _kill_run_processes(marker: str) -> None:
+    """SIGKILL the processes of this run (their command line names the run's private Ray temp dir)."""
+    import os
+    import signal
+
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                if marker.encode() in fh.read():
+                    os.kill(int(pid), signal.SIGKILL)
+        except OSError:
+            continue
+
+
+def run_tiny_recipe(out_dir, *overrides, steps=2):
+    """One resrl_tiny run in its own session and Ray temp dir; returns (rc or None on timeout, output, records)."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+
+    ray_tmp = tempfile.mkdtemp(prefix="rr_", dir="/tmp")  # short: Ray socket paths must stay < 108 bytes
+    cmd = [sys.executable, "-m", "verl_resrl.main_ppo", "+recipe=resrl_tiny", "algorithm.adv_estimator=resrl",
+           f"trainer.default_local_dir={out_dir}", f"trainer.total_training_steps={steps}",
+           "trainer.val_before_train=false", "trainer.test_freq=-1", "trainer.save_freq=-1",
+           "trainer.logger=[console]", f"+ray_kwargs.ray_init._temp_dir={ray_tmp}", *overrides]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=E2E_TIMEOUT_S)
+        rc = proc.returncode
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, rc = proc.communicate()[0], None
+    finally:
+        _kill_run_processes(ray_tmp)
+    path = os.path.join(out_dir, "metrics.jsonl")
+    records = [json.loads(line) for line in open(path) if line.strip()] if os.path.exists(path) else []
+    return rc, output, records
+
+
+@pytest.fixture(scope="module")
+def tiny_assets():
+    from verl_resrl.tiny.build import default_data_dir, ensure_tiny_assets
+
+    return ensure_tiny_assets(default_data_dir()).data_dir
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_weights_identical_under_every_layout_and_coverage_one(tmp_path, tiny_assets, ranks):
+    import json
+
+    report_path = tmp_path / "probe.json"
+    rc, output, records = run_tiny_recipe(
+        tmp_path / "run", f"resrl_tiny.data_dir={tiny_assets}", f"trainer.n_gpus_per_node={ranks}",
+        f"+trainer.resrl_layout_probe={report_path}",
+    )
+    assert rc == 0, output[-6000:]
+    steps = [r for r in records if "resrl/coverage" in r]
+    assert steps, f"no resrl/* metrics logged:\n{output[-3000:]}"
+    for record in steps:
+        assert record["resrl/coverage"] == 1.0 or record["resrl/groups_skipped"] > 0, record
+        assert record["resrl/coverage_eligible"] == 1.0, record
+        assert record["resrl/groups_split"] == 0.0, record
+    assert report_path.exists(), f"no step had weighted groups:\n{output[-3000:]}"
+    report = json.loads(report_path.read_text())
+    assert report["dp_size"] == ranks and report["reference"]["resrl/groups_weighted"] > 0
+    expected = {"micro_batch_1", "micro_batch_2", "micro_batch_4", "dynamic_bsz", "unbalanced_partition"}
+    expected |= {"every_group_split"} if ranks > 1 else set()
+    assert set(report["layouts"]) == expected
+    for name, layout in report["layouts"].items():
+        assert layout["max_abs_weight_diff"] <= WEIGHT_TOLERANCE, (name, layout)
+        assert layout["same_rows_weighted"], (name, layout)
+        assert layout["coverage"] == report["reference"]["resrl/coverage"], (name, layout)
+
+
+@pytest.mark.e2e
+def test_without_group_balancing_two_ranks_still_cover_every_group(tmp_path, tiny_assets):
+    """trainer.balance_batch=false: groups are placed first-fit in order; still whole, coverage still 1."""
+    rc, output, records = run_tiny_recipe(
+        tmp_path / "run", f"resrl_tiny.data_dir={tiny_assets}", "trainer.n_gpus_per_node=2",
+        "trainer.balance_batch=false", "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=4",
+        "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4", steps=1,
+    )
+    assert rc == 0, output[-6000:]
+    steps = [r for r in records if "resrl/coverage" in r]
+    assert steps and all(r["resrl/coverage_eligible"] == 1.0 and r["resrl/groups_split"] == 0.0 for r in steps)

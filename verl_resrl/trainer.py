@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from verl.trainer.ppo.v1 import PPOTrainerSync, get_trainer_cls
 
 from verl_resrl.algo_config import RESRL_ESTIMATOR, resrl_settings
+from verl_resrl.layout_probe import PROBE_CONFIG_KEY, run_layout_probe
 from verl_resrl.workers.resrl_groups import (
     POSITIVE_FIELD,
     SETTINGS_KEY,
@@ -156,6 +157,7 @@ class ResRLTrainer(PPOTrainerSync):
         node = config.algorithm.get("resrl")
         node = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
         self.resrl_config, self.hidden_layer = resrl_settings(node)
+        self._probe_done = False
 
     def _setup(self):
         """verl's setup, then the ResRL loss on the actor workers (verl's seam: ``set_loss_fn``)."""
@@ -199,13 +201,20 @@ class ResRLTrainer(PPOTrainerSync):
         rollout_corr = self.config.algorithm.get("rollout_correction", None)
         if rollout_corr and rollout_corr.get("bypass_mode", False):
             raise ValueError("algorithm.rollout_correction.bypass_mode=true skips the forward pass ResRL needs")
-        batch.extra_info[SETTINGS_KEY] = {"hidden_layer": self.hidden_layer, "config": asdict(self.resrl_config)}
+        settings = {"hidden_layer": self.hidden_layer, "config": asdict(self.resrl_config)}
+        batch.extra_info[SETTINGS_KEY] = settings
         try:
             out = super()._compute_old_log_prob(batch, metrics)
         finally:
             batch.extra_info.pop(SETTINGS_KEY, None)
         out.extra_info.pop(SETTINGS_KEY, None)
-        metrics.update(self._resrl_metrics(out))
+        step_metrics = self._resrl_metrics(out)
+        metrics.update(step_metrics)
+        if self.config.trainer.get(PROBE_CONFIG_KEY) and not self._probe_done and step_metrics[
+            METRIC_PREFIX + "groups_weighted"
+        ]:
+            run_layout_probe(self, out, settings, step_metrics)  # opt-in diagnostic, once (verl_resrl/layout_probe.py)
+            self._probe_done = True
         return out
 
     def _resrl_metrics(self, batch) -> dict[str, float]:
