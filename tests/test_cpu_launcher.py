@@ -169,6 +169,22 @@ def test_tracking_gets_the_progress_backend_only_when_enabled(tmp_path):
                                                                                      "out_dir": str(tmp_path)}})
     off = ProgressTracking("p", "e", default_backend=[], config={"resrl_progress": {"enable": False}})
     assert PROGRESS_BACKEND in on.logger and PROGRESS_BACKEND not in off.logger
-    on.log({"critic/score/mean": 1.0}, step=1)
+    on.log({VAL: 0.125}, step=0)
+    on.log({"critic/score/mean": 1.0, VAL: 0.375}, step=1)
     on.finish()
     assert (tmp_path / "progress.png").exists()
+
+
+def test_driver_summary_is_read_back_from_the_metrics_file(tmp_path):
+    from verl_resrl.progress import print_run_summary
+
+    logger = make_logger(tmp_path)
+    logger.log({VAL: 0.125}, step=0)
+    logger.log({"critic/score/mean": 1.0, VAL: 0.375}, step=1)
+    logger.finish()
+    out = io.StringIO()
+    config = {"resrl_progress": {"enable": True, "out_dir": str(tmp_path)}}
+    assert print_run_summary(config, stream=out)
+    text = out.getvalue()
+    assert "at start (step 0): 0.1250" in text and "at end   (step 1): 0.3750  (change +0.2500)" in text
+    assert not print_run_summary({"resrl_progress": {"enable": False, "out_dir": str(tmp_path)}}, stream=out)

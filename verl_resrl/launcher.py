@@ -184,10 +184,16 @@ def launch(config) -> None:
     if not bool(_select(config, "trainer.use_v1", True)):
         raise ValueError("trainer.use_v1=false (verl's deprecated legacy trainer) is not supported by verl_resrl; "
                          "use the v1 trainer")
-    if wants_cpu_platform(config):
+    # A dry run checks the config for the machines it will run on, not for this one: a GPU recipe dry-run on a CPU
+    # login node must not be turned into a CPU run (only an explicit trainer.device=cpu selects the CPU path then).
+    dry_run_elsewhere = bool(_select(config, "trainer.dry_run", False)) and _select(config, "trainer.device") != "cpu"
+    if wants_cpu_platform(config) and not dry_run_elsewhere:
         configure_cpu_run(config)
     prepare_tiny_assets(config)
     absolutize_outputs(config)
     if _preflight(config):
         return
     run_ppo(config, task_runner_class=ResRLTaskRunner)
+    from verl_resrl.progress import print_run_summary
+
+    print_run_summary(config)  # start/end validation accuracy as the last lines of the run

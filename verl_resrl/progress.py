@@ -77,16 +77,30 @@ def validation_accuracy(metrics: Mapping[str, Any]) -> tuple[Optional[str], Opti
 class ProgressLogger:
     """A verl tracking backend: ``log(data, step)`` and ``finish()``."""
 
-    def __init__(self, cfg: ProgressConfig, total_steps: Optional[int] = None, stream=None):
+    def __init__(self, cfg: ProgressConfig, total_steps: Optional[int] = None, stream=None,
+                 print_summary: bool = True):
         self.cfg = cfg
         self.total_steps = total_steps
         self.stream = stream or sys.stdout
+        self.print_summary = print_summary
         os.makedirs(cfg.out_dir, exist_ok=True)
         self.metrics_path = os.path.join(cfg.out_dir, cfg.metrics_file)
         self.plot_path = os.path.join(cfg.out_dir, cfg.plot_file)
         self._file = open(self.metrics_path, "w", encoding="utf-8")
         self.history: list[dict[str, float]] = []
         self._finished = False
+
+    @classmethod
+    def from_metrics_file(cls, cfg: ProgressConfig, stream=None) -> "ProgressLogger":
+        """A finished logger holding the history of an existing metrics file (for the driver's summary)."""
+        logger = cls.__new__(cls)
+        logger.cfg, logger.total_steps, logger.stream, logger.print_summary = cfg, None, stream or sys.stdout, True
+        logger.metrics_path = os.path.join(cfg.out_dir, cfg.metrics_file)
+        logger.plot_path = os.path.join(cfg.out_dir, cfg.plot_file)
+        with open(logger.metrics_path, encoding="utf-8") as fh:
+            logger.history = [json.loads(line) for line in fh if line.strip()]
+        logger._file, logger._finished = None, True
+        return logger
 
     def log(self, data: Mapping[str, Any], step: int) -> None:
         """Append numeric metrics to the jsonl file and print one line for this step."""
@@ -171,8 +185,9 @@ class ProgressLogger:
         self._finished = True
         self._file.close()
         self.write_plot()
-        for line in self.summary_lines():
-            print(line, file=self.stream, flush=True)
+        if self.print_summary:
+            for line in self.summary_lines():
+                print(line, file=self.stream, flush=True)
 
 
 class ProgressTracking(Tracking):
@@ -183,13 +198,28 @@ class ProgressTracking(Tracking):
         progress = ProgressConfig.from_run_config(config)
         if progress.enable:
             total = ((config or {}).get("trainer") or {}).get("total_training_steps")
-            self.logger[PROGRESS_BACKEND] = ProgressLogger(progress, total)
+            # the driver prints the closing lines (print_run_summary), so they are the last lines of the run
+            self.logger[PROGRESS_BACKEND] = ProgressLogger(progress, total, print_summary=False)
 
     def finish(self, exit_code: int = 0):
         progress = getattr(self, "logger", {}).get(PROGRESS_BACKEND)
         super().finish(exit_code=exit_code)
         if progress is not None:
             progress.finish(exit_code)
+
+
+def print_run_summary(config, stream=None) -> bool:
+    """Print the closing lines of a finished run from its metrics file; False when progress is off or absent."""
+    from omegaconf import OmegaConf
+
+    plain = OmegaConf.to_container(config, resolve=True) if not isinstance(config, dict) else config
+    cfg = ProgressConfig.from_run_config(plain)
+    if not cfg.enable or not os.path.exists(os.path.join(cfg.out_dir, cfg.metrics_file)):
+        return False
+    logger = ProgressLogger.from_metrics_file(cfg, stream)
+    for line in logger.summary_lines():
+        print(line, file=logger.stream, flush=True)
+    return True
 
 
 def install_in_v1_trainer() -> None:
