@@ -28,5 +28,7 @@ args=(start --head --node-ip-address "$node_ip" --port "${RAY_PORT:-6379}"
 [ -n "${RAY_AUTH_TOKEN:-}" ] && export RAY_AUTH_MODE=token
 # Every Ray process started from this node imports our verl plugin loudly (verl's entry-point loading hides errors).
 export VERL_USE_EXTERNAL_MODULES="${VERL_USE_EXTERNAL_MODULES:-verl_resrl.plugin}"
+# `python` in a Ray job's entrypoint is looked up on the PATH of the node's Ray processes: the project venv's.
+export PATH="$venv/bin:$PATH"
 echo "ray head on $node_ip:${RAY_PORT:-6379} (dashboard :${RAY_DASHBOARD_PORT:-8265}, ${num_gpus:-0} GPU(s))" >&2
 exec "$venv/bin/ray" "${args[@]}" "$@"

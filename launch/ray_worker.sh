@@ -17,5 +17,7 @@ args=(start --address "$head" --node-ip-address "$node_ip" --num-gpus "${num_gpu
 [ "${RAY_BLOCK:-0}" = 1 ] && args+=(--block)
 [ -n "${RAY_AUTH_TOKEN:-}" ] && export RAY_AUTH_MODE=token
 export VERL_USE_EXTERNAL_MODULES="${VERL_USE_EXTERNAL_MODULES:-verl_resrl.plugin}"
+# `python` in a Ray job's entrypoint is looked up on the PATH of the node's Ray processes: the project venv's.
+export PATH="$venv/bin:$PATH"
 echo "ray worker $node_ip -> $head (${num_gpus:-0} GPU(s))" >&2
 exec "$venv/bin/ray" "${args[@]}" "$@"

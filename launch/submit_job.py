@@ -4,14 +4,20 @@
     python launch/submit_job.py --recipe resrl_math [--address http://HEAD:8265] [--no-wait] -- data.data_dir=/shared/data
 
 The job's runtime environment:
-  * working_dir: this repository (without .venv, .git, checkpoints, logs), uploaded by Ray to every node;
-  * pip: the uploaded working dir itself, installed with --no-deps into a per-job virtualenv layered over the node's
-    Python (which must already hold torch, verl==0.9.1, vLLM: `bash launch/setup_env.sh`), so that the recipe
-    group, the `verl.plugins` entry point and the mapped packages exist on every node (`--install none` skips
-    this when the nodes share an installed checkout), plus any `--pip REQ`;
-  * env_vars: VERL_USE_EXTERNAL_MODULES=verl_resrl.plugin (verl imports our plugin in every process and, unlike the
-    entry point, fails loudly if that import breaks), and the logging/secrets variables copied from THIS shell when
-    set (WANDB_API_KEY, WANDB_MODE, ...; never from a file). `--env KEY` / `--env KEY=VALUE` adds more.
+  * working_dir: this repository without the package sources (and without .venv, .git, checkpoints, logs), uploaded
+    by Ray to every node: the job's working directory (scripts, docs, relative output paths). The package folders
+    are left out because a plain `verl_resrl/` folder in the working directory would shadow the mapped layout;
+  * the code of this checkout, one of (`--install`):
+      py_modules (default): the package as setup.py lays it out (verl_resrl/ with recipes/ -> verl_resrl/recipe,
+        workers/, rewards/ mapped under it), staged in a temp dir and shipped as a Ray py_module: first on the path
+        of every Ray process of the job, whatever the nodes have installed;
+      none: use what the nodes have installed (this exact checkout, e.g. on a shared filesystem);
+    the nodes' Python must hold torch, verl==0.9.1 and vLLM (`bash launch/setup_env.sh`). `--pip REQ` adds a
+    requirement (Ray then builds a per-job virtualenv; from a node running in a virtualenv it clones that one);
+  * env_vars: VERL_USE_EXTERNAL_MODULES=verl_resrl.plugin (verl imports our plugin in every process - the shipped
+    py_module has no entry point - and, unlike entry-point loading, fails loudly if that import breaks), and the
+    logging/secrets variables copied from THIS shell when set (WANDB_API_KEY, WANDB_MODE, ...; never from a file).
+    `--env KEY` / `--env KEY=VALUE` adds more.
 
 Only the standard library is used here; the `ray` CLI must be on PATH (or pass --ray).
 """
@@ -22,8 +28,10 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Copied from the submitting shell when set. Secrets travel in the job's runtime env (visible to whoever can read
@@ -33,10 +41,13 @@ PASS_THROUGH_ENV = (
     "TENSORBOARD_DIR", "HF_TOKEN", "HF_HOME", "HF_ENDPOINT", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE",
 )
 SECRET_ENV = ("WANDB_API_KEY", "HF_TOKEN")
+# setup.py's package_dir mapping (tests/test_ray_job.py checks the two agree): folder -> path under verl_resrl/
+MAPPED_FOLDERS = {"recipes": "recipe", "workers": "workers", "rewards": "rewards"}
 EXCLUDES = [
     ".git", ".venv", "**/__pycache__", "checkpoints", "outputs", "multirun", "tensorboard_log", "wandb",
     "*.egg-info", "build", "dist", ".pytest_cache",
 ]
+PACKAGE_SOURCES = ["verl_resrl", "recipes", "workers", "rewards"]  # shipped as the py_module, not in working_dir
 
 
 def parse_env(items: list[str], environ: dict) -> dict[str, str]:
@@ -56,24 +67,30 @@ def parse_env(items: list[str], environ: dict) -> dict[str, str]:
     return env
 
 
-def runtime_env(args, environ: dict) -> dict:
+def stage_package(repo: str, dest: str) -> str:
+    """Copy the package into ``dest`` in its installed layout (setup.py's mapping); returns ``dest/verl_resrl``."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    root = os.path.join(dest, "verl_resrl")
+    shutil.copytree(os.path.join(repo, "verl_resrl"), root, ignore=ignore)
+    for folder, sub in MAPPED_FOLDERS.items():
+        shutil.copytree(os.path.join(repo, folder), os.path.join(root, sub), ignore=ignore)
+    return root
+
+
+def runtime_env(args, environ: dict, staging_dir: str | None = None) -> dict:
     """The runtime_env dict passed to `ray job submit --runtime-env-json`."""
-    packages = list(args.pip)
-    if args.install == "working_dir":
-        # Ray expands this variable to the working dir's path on each node before running pip (runtime_env docs).
-        packages.insert(0, "${RAY_RUNTIME_ENV_CREATE_WORKING_DIR}")
-    env = {"working_dir": args.working_dir, "excludes": EXCLUDES, "env_vars": parse_env(args.env, environ)}
-    if packages:
-        options = ["--disable-pip-version-check", "--no-cache-dir", "--no-deps"]
-        if args.install == "working_dir":
-            options.append("--no-build-isolation")  # setuptools from the node's Python: no index needed
-        env["pip"] = {"packages": packages, "pip_install_options": options}
+    excludes = EXCLUDES + [f"/{folder}" for folder in PACKAGE_SOURCES]
+    env = {"working_dir": args.working_dir, "excludes": excludes, "env_vars": parse_env(args.env, environ)}
+    if args.install == "py_modules":
+        env["py_modules"] = [stage_package(args.working_dir, staging_dir or tempfile.mkdtemp(prefix="resrl_job_"))]
+    if args.pip:
+        env["pip"] = list(args.pip)
     return env
 
 
-def build_command(args, environ: dict) -> tuple[list[str], dict]:
+def build_command(args, environ: dict, staging_dir: str | None = None) -> tuple[list[str], dict]:
     """The `ray job submit ...` argv and its runtime env."""
-    env = runtime_env(args, environ)
+    env = runtime_env(args, environ, staging_dir)
     cmd = [args.ray, "job", "submit", "--address", args.address, "--runtime-env-json", json.dumps(env)]
     if args.submission_id:
         cmd += ["--submission-id", args.submission_id]
@@ -100,8 +117,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS", "http://127.0.0.1:8265"),
                         help="Ray dashboard address (default: $RAY_ADDRESS or http://127.0.0.1:8265)")
     parser.add_argument("--working-dir", default=REPO, help="uploaded to the cluster (default: this repository)")
-    parser.add_argument("--install", choices=["working_dir", "none"], default="working_dir",
-                        help="install the uploaded working dir into the job's env (default) or rely on the nodes")
+    parser.add_argument("--install", choices=["py_modules", "none"], default="py_modules",
+                        help="how this checkout's code reaches the nodes (see the module docstring)")
     parser.add_argument("--pip", action="append", default=[], help="extra pip requirement (repeatable)")
     parser.add_argument("--env", action="append", default=[], help="KEY (copied from this shell) or KEY=VALUE")
     parser.add_argument("--python", default="python", help="interpreter of the entrypoint on the head node")
@@ -124,17 +141,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Build the command, optionally dry-run it locally, then submit; returns `ray job submit`'s exit status."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    cmd, env = build_command(args, dict(os.environ))
-    print(masked(cmd, env), flush=True)
-    if args.print_only:
-        return 0
-    if args.dry_run_first:
-        check = [sys.executable, "-m", "verl_resrl.main_ppo", f"+recipe={args.recipe}", *args.overrides,
-                 "trainer.dry_run=true"]
-        if subprocess.call(check) != 0:
-            print("dry run failed: nothing submitted", file=sys.stderr)
-            return 2
-    return subprocess.call(cmd)
+    with tempfile.TemporaryDirectory(prefix="resrl_job_") as staging:  # uploaded by `ray job submit`, then removed
+        cmd, env = build_command(args, dict(os.environ), staging)
+        print(masked(cmd, env), flush=True)
+        if args.print_only:
+            return 0
+        if args.dry_run_first:
+            check = [sys.executable, "-m", "verl_resrl.main_ppo", f"+recipe={args.recipe}", *args.overrides,
+                     "trainer.dry_run=true"]
+            if subprocess.call(check) != 0:
+                print("dry run failed: nothing submitted", file=sys.stderr)
+                return 2
+        return subprocess.call(cmd)
 
 
 if __name__ == "__main__":
