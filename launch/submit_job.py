@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Submit one training run to a running Ray cluster with `ray job submit`.
 
-    python launch/submit_job.py --recipe resrl_math [--address http://HEAD:8265] [--no-wait] -- data.data_dir=/shared/data
+    python launch/submit_job.py --recipe resrl_math [--address http://HEAD:8265] [--no-wait] -- data.data_dir=DIR
 
 The job's runtime environment:
   * working_dir: this repository without the package sources (and without .venv, .git, checkpoints, logs), uploaded

@@ -130,8 +130,10 @@ def _logging_lines(config) -> list[str]:
     loggers = [loggers] if isinstance(loggers, str) else list(loggers or [])
     project, name = get(config, "trainer.project_name"), get(config, "trainer.experiment_name")
     lines = ["Logging", f"  backends                {', '.join(loggers)}"]
-    if "tensorboard" in loggers:
-        lines.append(f"  tensorboard             {os.environ.get('TENSORBOARD_DIR', f'tensorboard_log/{project}/{name}')}")
+    if "tensorboard" in loggers:  # verl reads TENSORBOARD_DIR in the TaskRunner: this shell's, else the runtime env's
+        runtime_env_tb = get(config, "ray_kwargs.ray_init.runtime_env.env_vars.TENSORBOARD_DIR")
+        tb_dir = os.environ.get("TENSORBOARD_DIR") or runtime_env_tb
+        lines.append(f"  tensorboard             {tb_dir or f'tensorboard_log/{project}/{name}'}")
     if "wandb" in loggers:
         mode = os.environ.get("WANDB_MODE", "online")
         key = "set" if os.environ.get("WANDB_API_KEY") else "not set here"
