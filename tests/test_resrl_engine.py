@@ -196,8 +196,9 @@ def test_fields_follow_rows_and_match_a_direct_call(spy_rows):
         mask = torch.zeros(len(rows), width)
         for j, i in enumerate(order):
             hidden[j, : RESP_LENS[i]], mask[j, : RESP_LENS[i]] = states[i], 1
-        want, stats = resrl_token_weights(hidden, mask, [uid] * len(rows), torch.tensor([bool(POSITIVE[i]) for i in order]),
-                                          ResRLConfig(min_pos_tokens=2), torch.arange(len(rows)))
+        positive = torch.tensor([bool(POSITIVE[i]) for i in order])
+        want, stats = resrl_token_weights(hidden, mask, [uid] * len(rows), positive, ResRLConfig(min_pos_tokens=2),
+                                          torch.arange(len(rows)))
         for j, i in enumerate(order):
             torch.testing.assert_close(weights[i], want[j, : RESP_LENS[i]], rtol=0, atol=1e-6)
             assert out[STATS_FIELD][i, 0].item() == 1.0 and stats["coverage"] == 1.0

@@ -66,7 +66,9 @@ def _knob_problems(node: dict) -> list[str]:
         ("pca_method", lambda v: v in ("randomized", "exact"), "'randomized' or 'exact'"),
     ]
     problems = [
-        f"algorithm.resrl.{key}={node[key]!r} must be {rule}" for key, ok, rule in rules if key in node and not ok(node[key])
+        f"algorithm.resrl.{key}={node[key]!r} must be {rule}"
+        for key, ok, rule in rules
+        if key in node and not ok(node[key])
     ]
     q_low, q_high = node.get("q_low", ResRLConfig.q_low), node.get("q_high", ResRLConfig.q_high)
     if not problems and not q_low < q_high:
@@ -94,7 +96,9 @@ def check_resrl(config) -> list[str]:
         )
     n = _get(config, "actor_rollout_ref.rollout.n", 1)
     if not isinstance(n, int) or n < 2:
-        problems.append(f"actor_rollout_ref.rollout.n={n!r} must be >= 2 for ResRL (groups need positives and negatives)")
+        problems.append(
+            f"actor_rollout_ref.rollout.n={n!r} must be >= 2 for ResRL (groups need positives and negatives)"
+        )
     problems += _trainer_problems(config)
     return problems
 

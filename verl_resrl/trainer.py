@@ -114,12 +114,11 @@ def resrl_step_metrics(uids, positive, masks, weights, stats, min_pos_tokens: in
     mixed = _mixed_groups(uids, positive)
     weighted_rows = [i for i in range(len(uids)) if stats[i, col["weighted"]] > 0]
     weighted_groups = {uids[i] for i in weighted_rows}
-    eligible = {
-        u for u, rows in mixed.items()
-        if sum(tokens[i] for i in rows if positive[i]) >= min_pos_tokens and sum(tokens[i] for i in rows if not positive[i]) > 0
-    }
-    neg_mixed = sum(tokens[i] for rows in mixed.values() for i in rows if not positive[i])
-    neg_eligible = sum(tokens[i] for u in eligible for i in mixed[u] if not positive[i])
+    pos_tokens = {u: sum(tokens[i] for i in rows if positive[i]) for u, rows in mixed.items()}
+    neg_tokens = {u: sum(tokens[i] for i in rows if not positive[i]) for u, rows in mixed.items()}
+    eligible = {u for u in mixed if pos_tokens[u] >= min_pos_tokens and neg_tokens[u] > 0}
+    neg_mixed = sum(neg_tokens.values())
+    neg_eligible = sum(neg_tokens[u] for u in eligible)
     neg_weighted_rows = [i for i in weighted_rows if not positive[i] and uids[i] in mixed]
     neg_weighted = sum(tokens[i] for i in neg_weighted_rows)
     w = [weights[i][masks[i].bool()] for i in neg_weighted_rows]
