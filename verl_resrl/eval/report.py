@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 
@@ -58,6 +59,11 @@ def pass_curve(metrics: dict) -> tuple[list[int], list[float]]:
     """(k values, Pass@k) in increasing k, read from a metrics dict."""
     ks = sorted(int(key.split("@")[1]) for key in metrics if key.startswith("pass@"))
     return ks, [metrics[f"pass@{k}"] for k in ks]
+
+
+def file_stem(name: str) -> str:
+    """A benchmark name usable as a file name (data sources such as "resrl_tiny/arith" hold slashes)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
 def write_json(obj, path: str) -> None:
@@ -136,6 +142,6 @@ def write_reports(runs: dict[str, dict[str, dict]], out_dir: str) -> dict[str, s
         f.write(markdown_table(runs))
     plot_pass_at_k(runs, paths["plot"])
     for bench in sorted({b for benches in runs.values() for b in benches}):
-        paths[f"plot:{bench}"] = os.path.join(out_dir, f"pass_at_k_{bench}.png")
+        paths[f"plot:{bench}"] = os.path.join(out_dir, f"pass_at_k_{file_stem(bench)}.png")
         plot_pass_at_k(runs, paths[f"plot:{bench}"], benchmarks=[bench])
     return paths

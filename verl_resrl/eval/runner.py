@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from omegaconf import DictConfig, OmegaConf
 
 from verl_resrl.eval.generation import SamplingSettings, choose_backend, prompt_seed
-from verl_resrl.eval.report import benchmark_metrics, load_run, write_json, write_reports
+from verl_resrl.eval.report import benchmark_metrics, file_stem, load_run, write_json, write_reports
 from verl_resrl.eval.samples import SampleRecord, SampleStore
 
 logger = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ class Benchmark:
     path: str
     prompts: list[list[dict]]
     ground_truths: list[str]
-    fingerprint: str  # sha256 of prompts + ground truths: resuming on changed data is refused
+    fingerprint: str  # sha256 of all prompts + ground truths of the file: resuming on changed data is refused
 
 
 def load_benchmark(path: str, max_prompts: int | None) -> Benchmark:
@@ -44,8 +44,6 @@ def load_benchmark(path: str, max_prompts: int | None) -> Benchmark:
     for column in ("prompt", "reward_model"):
         if column not in frame.columns:
             raise KeyError(f"{path}: missing column {column!r} (expected verl's parquet schema)")
-    if max_prompts is not None:
-        frame = frame.iloc[:max_prompts]
     sources = sorted(set(frame["data_source"])) if "data_source" in frame.columns else []
     name = sources[0] if len(sources) == 1 else os.path.splitext(os.path.basename(path))[0]
     prompts = [to_python(p) for p in frame["prompt"]]
@@ -55,7 +53,10 @@ def load_benchmark(path: str, max_prompts: int | None) -> Benchmark:
         if not isinstance(truth, str) or not truth:
             raise ValueError(f"{path} row {row}: reward_model.ground_truth must be a non-empty string, got {truth!r}")
         truths.append(truth)
+    # fingerprint of the whole file, so that a smoke run with max_prompts can be extended by a full run
     digest = hashlib.sha256(repr((prompts, truths)).encode()).hexdigest()
+    if max_prompts is not None:
+        prompts, truths = prompts[:max_prompts], truths[:max_prompts]
     return Benchmark(name=name, path=path, prompts=prompts, ground_truths=truths, fingerprint=digest)
 
 
@@ -147,6 +148,9 @@ def _sample_batch(engine: _Engine, bench: Benchmark, todo: list[tuple[int, int]]
     counts = [cfg.n - have for _, have in todo]
     seeds = [prompt_seed(settings.seed, i, have) for i, have in todo]
     results = engine.backend.sample(prompt_ids, counts, seeds, settings, bool(cfg.log_probs))
+    got = [len(rs) for rs in results]
+    if got != counts:
+        raise RuntimeError(f"backend returned {got} completions for prompts {[i for i, _ in todo]}, asked {counts}")
     flat = [(i, have + j, r) for (i, have), rs in zip(todo, results) for j, r in enumerate(rs)]
     texts = [engine.tokenizer.decode(r.token_ids, skip_special_tokens=True) for _, _, r in flat]
     verdicts = engine.verifier.score(texts, [bench.ground_truths[i] for i, _, _ in flat])
@@ -162,7 +166,7 @@ def _sample_batch(engine: _Engine, bench: Benchmark, todo: list[tuple[int, int]]
             reason=str(v.get("reason", "")),
             neg_log_prob_sum=None if r.log_probs is None else -float(sum(r.log_probs)),
         )
-        for (i, s, r), text, v in zip(flat, texts, verdicts)
+        for (i, s, r), text, v in zip(flat, texts, verdicts, strict=True)
     ]
 
 
@@ -170,7 +174,7 @@ def evaluate_benchmark(engine: _Engine, bench: Benchmark, cfg: DictConfig) -> di
     """Fill the benchmark's sample store up to n samples per prompt, then compute its metrics."""
     from tqdm import tqdm
 
-    store = SampleStore(os.path.join(cfg.output_dir, "samples"), bench.name)
+    store = SampleStore(os.path.join(cfg.output_dir, "samples"), file_stem(bench.name))
     store.check_settings(_settings(cfg, bench))
     stored = store.load()
     todo = [(i, len(stored.get(i, []))) for i in range(len(bench.prompts)) if len(stored.get(i, [])) < cfg.n]
@@ -208,7 +212,7 @@ def run_eval(cfg: DictConfig) -> dict:
     """Evaluate every benchmark, write metrics/{name}.json, results.json, results.md and the Pass@k plots."""
     paths = _check_config(cfg)
     benches = [load_benchmark(p, cfg.max_prompts) for p in paths]
-    names = [b.name for b in benches]
+    names = [file_stem(b.name) for b in benches]
     if len(set(names)) != len(names):
         raise ValueError(f"two benchmark files share a name (data_source): {names}")
     run_name = cfg.run_name or os.path.basename(os.path.normpath(cfg.model_path))
@@ -217,7 +221,8 @@ def run_eval(cfg: DictConfig) -> dict:
     try:
         for bench in benches:
             results[bench.name] = evaluate_benchmark(engine, bench, cfg)
-            write_json(results[bench.name], os.path.join(cfg.output_dir, "metrics", f"{bench.name}.json"))
+            metrics_path = os.path.join(cfg.output_dir, "metrics", f"{file_stem(bench.name)}.json")
+            write_json(results[bench.name], metrics_path)
     finally:
         engine.close()
     summary = {"run_name": run_name, "config": OmegaConf.to_container(cfg, resolve=True), "benchmarks": results}
