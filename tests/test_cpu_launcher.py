@@ -188,3 +188,21 @@ def test_driver_summary_is_read_back_from_the_metrics_file(tmp_path):
     text = out.getvalue()
     assert "at start (step 0): 0.1250" in text and "at end   (step 1): 0.3750  (change +0.2500)" in text
     assert not print_run_summary({"resrl_progress": {"enable": False, "out_dir": str(tmp_path)}}, stream=out)
+
+
+def test_replay_poll_interval_extends_the_trainer_class():
+    from verl_resrl.launcher import with_replay_poll_interval
+
+    class Buffer:
+        poll_interval = 2.0
+
+    class Trainer:
+        def _build_replay_buffer(self):
+            return Buffer()
+
+    assert with_replay_poll_interval(Trainer, None) is Trainer
+    fast = with_replay_poll_interval(Trainer, 0.1)
+    assert issubclass(fast, Trainer) and fast.__name__ == "Trainer"
+    assert fast()._build_replay_buffer().poll_interval == 0.1
+    with pytest.raises(ValueError, match="poll_interval_s"):
+        with_replay_poll_interval(Trainer, 0)

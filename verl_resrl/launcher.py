@@ -157,12 +157,35 @@ def _preflight(config) -> bool:
     return preflight(config)
 
 
+def with_replay_poll_interval(trainer_cls, poll_interval_s):
+    """``trainer_cls`` whose replay buffer polls for finished rollouts every ``poll_interval_s`` (None: unchanged).
+
+    Extends ``PPOTrainer._build_replay_buffer``: verl's ``ReplayBuffer`` sleeps a fixed 2 s between checks for
+    finished trajectories (its ``poll_interval`` has no config key), which rounds every generation phase up to a
+    multiple of 2 s - a large share of a CPU step of a few seconds.
+    """
+    if poll_interval_s is None:
+        return trainer_cls
+    if poll_interval_s <= 0:
+        raise ValueError(f"resrl_sampler.poll_interval_s must be > 0 (or null), got {poll_interval_s}")
+
+    class PolledTrainer(trainer_cls):
+        def _build_replay_buffer(self):
+            buffer = super()._build_replay_buffer()
+            buffer.poll_interval = float(poll_interval_s)
+            return buffer
+
+    PolledTrainer.__name__ = PolledTrainer.__qualname__ = trainer_cls.__name__
+    return PolledTrainer
+
+
 class _ResRLTaskRunner(TaskRunnerV1.__ray_actor_class__):
     """verl's TaskRunnerV1 (``@ray.remote`` there; subclassed through its underlying class) with our trainer class.
 
     Replaces only the trainer lookup of ``TaskRunnerV1.run``: that method calls ``verl.trainer.ppo.v1.get_trainer_cls``
     by module attribute, so pointing that attribute at ``resolve_trainer_cls`` in this (TaskRunner) process changes
-    the class and nothing else. Metrics also reach ``verl_resrl.progress`` (its Tracking subclass is installed here).
+    the class and nothing else (plus ``resrl_sampler.poll_interval_s``, see :func:`with_replay_poll_interval`).
+    Metrics also reach ``verl_resrl.progress`` (its Tracking subclass is installed here).
     """
 
     def run(self, config):
@@ -172,7 +195,8 @@ class _ResRLTaskRunner(TaskRunnerV1.__ray_actor_class__):
         from verl_resrl.trainer import resolve_trainer_cls
 
         install_in_v1_trainer()
-        v1.get_trainer_cls = lambda _mode: resolve_trainer_cls(config)
+        poll = _select(config, "resrl_sampler.poll_interval_s")
+        v1.get_trainer_cls = lambda _mode: with_replay_poll_interval(resolve_trainer_cls(config), poll)
         return super().run(config)
 
 
