@@ -65,12 +65,15 @@ def pass_at_k_array(n: Sequence[int] | np.ndarray, c: Sequence[int] | np.ndarray
     if (n_arr < k).any():
         bad = int(np.flatnonzero(n_arr < k)[0])
         raise ValueError(f"k={k} exceeds the samples of prompt {bad} (n={n_arr[bad]})")
-    offsets = np.arange(int(c_arr.max()) if c_arr.max() > 0 else 0)
-    denominators = (n_arr - c_arr + 1)[:, None] + offsets[None, :]  # i = n-c+1 ... n
-    in_product = offsets[None, :] < c_arr[:, None]
-    factors = np.where(in_product, 1.0 - k / np.maximum(denominators, 1), 1.0)
-    result = 1.0 - np.prod(factors, axis=1)
-    return np.where(n_arr - c_arr < k, 1.0, result)
+    result = np.ones(n_arr.shape, dtype=np.float64)  # n - c < k: every size-k subset holds a correct sample
+    rows = np.flatnonzero(n_arr - c_arr >= k)
+    if rows.size:
+        n_rows, c_rows = n_arr[rows], c_arr[rows]
+        offsets = np.arange(int(c_rows.max()))
+        denominators = (n_rows - c_rows + 1)[:, None] + offsets[None, :]  # i = n-c+1 ... n (all > k here)
+        factors = np.where(offsets[None, :] < c_rows[:, None], 1.0 - k / denominators, 1.0)
+        result[rows] = 1.0 - np.prod(factors, axis=1)
+    return result
 
 
 def default_ks(n: int) -> list[int]:
