@@ -38,8 +38,8 @@ def qwen2_config(cfg: TinyModelConfig):
     return Qwen2Config(
         vocab_size=tok.VOCAB_SIZE,
         bos_token_id=None,
-        eos_token_id=tok.SPECIAL_TOKENS.index(tok.IM_END) + tok.NUM_BYTE_TOKENS,
-        pad_token_id=tok.SPECIAL_TOKENS.index(tok.PAD) + tok.NUM_BYTE_TOKENS,
+        eos_token_id=tok.special_id(tok.IM_END),
+        pad_token_id=tok.special_id(tok.PAD),
         attn_implementation="sdpa",  # flash-attention does not exist on CPU (cpu-findings.md, blocker 5)
         dtype="float32",
         use_cache=True,
@@ -60,7 +60,7 @@ def generation_config(model_config):
     """Stop at ``<|im_end|>`` (end of the assistant turn) or ``<|endoftext|>``, pad with ``<pad>``."""
     from transformers import GenerationConfig
 
-    endoftext_id = tok.SPECIAL_TOKENS.index(tok.ENDOFTEXT) + tok.NUM_BYTE_TOKENS
+    endoftext_id = tok.special_id(tok.ENDOFTEXT)
     return GenerationConfig(
         eos_token_id=[model_config.eos_token_id, endoftext_id],
         pad_token_id=model_config.pad_token_id,

@@ -30,10 +30,11 @@ class ArithTaskConfig:
     seed: int = 0  # one RNG stream for all splits, so splits are disjoint and reproducible
     num_val: int = 128  # validation prompts (greedy and sampled accuracy are measured on them)
     num_train: int = 1024  # RL prompts
-    num_sft: int = 12000  # warm-start examples (a step draws a batch from them)
+    num_sft: int = 8000  # warm-start examples (a step draws a batch from them)
+    # 2-term problems are nearly always solved after the warm start, 4-term ones rarely: prompts of mixed difficulty
     min_terms: int = 2  # operands per problem
-    max_terms: int = 3
-    max_operand: int = 30  # operands are drawn from [0, max_operand]
+    max_terms: int = 4
+    max_operand: int = 9  # operands are single digits drawn from [0, max_operand]; running sums reach 36
     # running sums never go below zero: a subtraction that would, becomes an addition (keeps answers natural numbers)
     nonnegative: bool = True
 

@@ -40,6 +40,11 @@ CHAT_TEMPLATE = (
 )
 
 
+def special_id(token: str) -> int:
+    """The id of one of ``SPECIAL_TOKENS`` (they follow the 256 byte ids)."""
+    return NUM_BYTE_TOKENS + SPECIAL_TOKENS.index(token)
+
+
 def byte_level_vocab() -> dict[str, int]:
     """The 256 byte tokens, id == byte value, keyed by their GPT-2 byte-level unicode character."""
     byte_to_char = bytes_to_unicode()

@@ -8,6 +8,7 @@ the assistant tokens (the response and its closing ``<|im_end|>``), like verl's 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -16,7 +17,6 @@ from typing import Callable
 
 import torch
 
-from . import tokenizer as tok
 from .task import ArithProblem, prompt_messages
 
 IGNORE_INDEX = -100  # label value ignored by the cross-entropy (PyTorch's default ignore_index)
@@ -26,8 +26,8 @@ IGNORE_INDEX = -100  # label value ignored by the cross-entropy (PyTorch's defau
 class WarmStartConfig:
     """Optimiser and schedule of the warm start (AdamW with linear warm-up and cosine decay to 10%)."""
 
-    steps: int = 300  # sized for ~1 min on 2 cores; the test suite passes a smaller number
-    batch_size: int = 64
+    steps: int = 350  # ~45 s on 2 idle cores; chosen for ~20-50% sampled accuracy (docs/tiny_task.md)
+    batch_size: int = 32
     lr: float = 3e-3  # a 1M-parameter model trained from scratch tolerates a large rate
     warmup_steps: int = 20
     weight_decay: float = 0.0
@@ -41,18 +41,28 @@ class EvalConfig:
     """How accuracy is measured: one greedy decode and ``samples_per_prompt`` samples at ``temperature``."""
 
     temperature: float = 1.0  # the rollout temperature of the tiny recipe: what RL sees
-    samples_per_prompt: int = 2
+    samples_per_prompt: int = 4
     max_new_tokens: int = 48  # the longest worked solution is ~35 bytes plus <|im_end|>
     batch_size: int = 128
     seed: int = 0
+    num_threads: int = 2
+
+
+def prompt_ids(tokenizer, problem: ArithProblem) -> list[int]:
+    """The chat-templated prompt, ending with the ``<|im_start|>assistant\\n`` generation prompt."""
+    rendered = tokenizer.apply_chat_template(prompt_messages(problem), tokenize=True, add_generation_prompt=True)
+    return list(rendered["input_ids"] if hasattr(rendered, "keys") else rendered)
+
+
+def response_ids(tokenizer, problem: ArithProblem) -> list[int]:
+    """The gold worked solution followed by ``<|im_end|>`` (the EOS the rollout stops at)."""
+    return tokenizer.encode(problem.solution(), add_special_tokens=False) + [tokenizer.eos_token_id]
 
 
 def encode_example(tokenizer, problem: ArithProblem) -> tuple[list[int], list[int]]:
     """Token ids of prompt+response and the labels (IGNORE_INDEX on the prompt)."""
-    prompt_ids = tokenizer.apply_chat_template(prompt_messages(problem), tokenize=True, add_generation_prompt=True)
-    prompt_ids = list(prompt_ids["input_ids"] if hasattr(prompt_ids, "keys") else prompt_ids)
-    response_ids = tokenizer.encode(problem.solution(), add_special_tokens=False) + [tokenizer.eos_token_id]
-    return prompt_ids + response_ids, [IGNORE_INDEX] * len(prompt_ids) + response_ids
+    prompt, response = prompt_ids(tokenizer, problem), response_ids(tokenizer, problem)
+    return prompt + response, [IGNORE_INDEX] * len(prompt) + response
 
 
 def collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -66,6 +76,17 @@ def collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict[st
         labels[row, : len(labs)] = torch.tensor(labs)
         attention_mask[row, : len(ids)] = 1
     return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+
+
+@contextlib.contextmanager
+def _threads(n: int):
+    """Run torch with ``n`` intra-op threads, then restore the previous count."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _lr_factor(step: int, cfg: WarmStartConfig) -> float:
@@ -104,7 +125,7 @@ def train(model, tokenizer, problems: list[ArithProblem], cfg: WarmStartConfig) 
 @torch.no_grad()
 def generate_responses(model, tokenizer, problems: list[ArithProblem], *, do_sample: bool, cfg: EvalConfig) -> list[str]:
     """Decode one response per problem (left-padded batches, stop at ``<|im_end|>``)."""
-    prompts = [encode_example(tokenizer, p)[0][: -len(_response_ids(tokenizer, p))] for p in problems]
+    prompts = [prompt_ids(tokenizer, p) for p in problems]
     responses: list[str] = []
     for start in range(0, len(prompts), cfg.batch_size):
         chunk = prompts[start : start + cfg.batch_size]
@@ -129,10 +150,6 @@ def generate_responses(model, tokenizer, problems: list[ArithProblem], *, do_sam
     return responses
 
 
-def _response_ids(tokenizer, problem: ArithProblem) -> list[int]:
-    return tokenizer.encode(problem.solution(), add_special_tokens=False) + [tokenizer.eos_token_id]
-
-
 def evaluate(
     model, tokenizer, problems: list[ArithProblem], score_fn: Callable[[str, str], bool], cfg: EvalConfig = EvalConfig()
 ) -> dict:
@@ -144,7 +161,7 @@ def evaluate(
         raise ValueError("evaluate needs at least one problem")
     truths = [str(p.answer) for p in problems]
     model.eval()
-    with _threads(2):
+    with _threads(cfg.num_threads):
         greedy = generate_responses(model, tokenizer, problems, do_sample=False, cfg=cfg)
         torch.manual_seed(cfg.seed)
         sampled = [
@@ -154,8 +171,12 @@ def evaluate(
     greedy_hits = [score_fn(r, t) for r, t in zip(greedy, truths)]
     sample_hits = [[score_fn(r, t) for r, t in zip(rs, truths)] for rs in sampled]
     per_prompt = [sum(hits[i] for hits in sample_hits) for i in range(len(problems))]
+    by_terms: dict[str, list[bool]] = {}
+    for problem, hit in zip(problems, greedy_hits):
+        by_terms.setdefault(str(len(problem.operands)), []).append(hit)
     return {
         "greedy_accuracy": sum(greedy_hits) / len(problems),
+        "greedy_accuracy_by_terms": {k: sum(v) / len(v) for k, v in sorted(by_terms.items())},
         "sampled_accuracy": sum(per_prompt) / (len(problems) * cfg.samples_per_prompt),
         # prompts whose samples are neither all right nor all wrong: where GRPO-style advantages are non-zero
         "mixed_prompt_fraction": sum(0 < k < cfg.samples_per_prompt for k in per_prompt) / len(problems),
@@ -165,26 +186,7 @@ def evaluate(
     }
 
 
-class _threads:
-    """Context manager: run torch with ``n`` intra-op threads, then restore the previous count."""
-
-    def __init__(self, n: int):
-        self.n, self.previous = n, None
-
-    def __enter__(self):
-        self.previous = torch.get_num_threads()
-        torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc):
-        torch.set_num_threads(self.previous)
-        return False
-
-
 def example_token_lengths(tokenizer, problems: list[ArithProblem]) -> tuple[int, int]:
-    """Longest prompt and longest response (with ``<|im_end|>``) in tokens: what the recipe's lengths must cover."""
-    lengths = [(len(ids) - len(_response_ids(tokenizer, p)), len(_response_ids(tokenizer, p)))
-               for p in problems for ids, _ in [encode_example(tokenizer, p)]]
-    return max(l[0] for l in lengths), max(l[1] for l in lengths)
-
-
-__all__ = ["WarmStartConfig", "EvalConfig", "train", "evaluate", "encode_example", "example_token_lengths", "tok"]
+    """Longest prompt and longest gold response (with ``<|im_end|>``) in tokens: what the recipe's lengths must cover."""
+    longest_prompt = max(len(prompt_ids(tokenizer, p)) for p in problems)
+    return longest_prompt, max(len(response_ids(tokenizer, p)) for p in problems)

@@ -1,0 +1,246 @@
+"""Build (once) and cache the tiny task's assets: model dir with tokenizer, train/val parquet, build facts.
+
+    from verl_resrl.tiny.build import ensure_tiny_assets
+    assets = ensure_tiny_assets("~/.cache/verl_resrl/resrl_tiny")   # builds on first call, returns at once later
+
+    python -m verl_resrl.tiny.build --out DIR [--rebuild]
+
+Layout of ``DIR``: ``model/`` (weights, config, generation config, tokenizer), ``train.parquet``, ``val.parquet`` and
+the marker ``resrl_tiny_build.json`` (settings, their hash, the files built, the build facts). The marker is written
+last, so its presence means a complete build. The build never touches what it did not make: a directory with files
+but no marker, or with a marker of other settings, is an error naming the path (``rebuild=True`` replaces only a
+build of ours).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+
+from .model import TinyModelConfig
+from .task import DATA_SOURCE, ArithTaskConfig
+from .warmstart import EvalConfig, WarmStartConfig
+
+MARKER = "resrl_tiny_build.json"
+LOCK = ".resrl_tiny_build.lock"  # serialises concurrent builders of one directory (flock)
+TMP_PREFIX = ".resrl_tiny_tmp-"  # staging folders of (possibly interrupted) builds of ours
+BUILT_ENTRIES = ("model", "train.parquet", "val.parquet")
+BUILD_FORMAT = 1  # bump when the build code changes what a given set of settings produces
+
+
+class TinyAssetsError(RuntimeError):
+    """The data directory holds something this builder will not overwrite or cannot use."""
+
+
+@dataclass(frozen=True)
+class TinyBuildSettings:
+    """Everything that determines the built assets (their hash is stored in the marker)."""
+
+    task: ArithTaskConfig = field(default_factory=ArithTaskConfig)
+    model: TinyModelConfig = field(default_factory=TinyModelConfig)
+    warmstart: WarmStartConfig = field(default_factory=WarmStartConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def as_dict(self) -> dict:
+        return {"format": BUILD_FORMAT, **asdict(self)}
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class TinyAssets:
+    """Paths of a complete build and what was measured while building it."""
+
+    data_dir: str
+    model_dir: str  # AutoModelForCausalLM / AutoTokenizer directory: actor_rollout_ref.model.path
+    train_parquet: str  # data.train_files
+    val_parquet: str  # data.val_files
+    facts: dict  # warm-start accuracies, token lengths, sizes, timings (docs/tiny_task.md lists the keys)
+
+
+def default_data_dir() -> str:
+    """``$VERL_RESRL_TINY_DIR`` or ``~/.cache/verl_resrl/resrl_tiny``."""
+    return os.path.expanduser(os.environ.get("VERL_RESRL_TINY_DIR", "~/.cache/verl_resrl/resrl_tiny"))
+
+
+def ensure_tiny_assets(data_dir: str, *, rebuild: bool = False, settings: TinyBuildSettings | None = None) -> TinyAssets:
+    """Return the assets under ``data_dir``, building them first if they are missing (or ``rebuild`` is set)."""
+    settings = settings or TinyBuildSettings()
+    data_dir = os.path.abspath(os.path.expanduser(data_dir))
+    os.makedirs(data_dir, exist_ok=True)
+    with _locked(data_dir):
+        marker = _read_marker(data_dir)
+        if marker is None:
+            _refuse_foreign_files(data_dir)
+        elif not rebuild:
+            return _cached_assets(data_dir, marker, settings)
+        _remove_own_build(data_dir, marker)
+        return _build(data_dir, settings)
+
+
+def _assets(data_dir: str, facts: dict) -> TinyAssets:
+    return TinyAssets(
+        data_dir=data_dir,
+        model_dir=os.path.join(data_dir, "model"),
+        train_parquet=os.path.join(data_dir, "train.parquet"),
+        val_parquet=os.path.join(data_dir, "val.parquet"),
+        facts=facts,
+    )
+
+
+@contextlib.contextmanager
+def _locked(data_dir: str):
+    """Hold an exclusive flock on the directory's lock file, so two processes never build into it at once."""
+    with open(os.path.join(data_dir, LOCK), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _read_marker(data_dir: str) -> dict | None:
+    path = os.path.join(data_dir, MARKER)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            marker = json.load(fh)
+    except (OSError, ValueError) as err:
+        raise TinyAssetsError(f"{path}: unreadable build marker ({err}); remove the directory or the file") from err
+    if not isinstance(marker, dict) or marker.get("builder") != __name__:
+        raise TinyAssetsError(f"{path}: not a marker written by {__name__}; refusing to use or overwrite {data_dir}")
+    return marker
+
+
+def _refuse_foreign_files(data_dir: str) -> None:
+    """Without a marker the directory must be empty (apart from our lock and stale staging folders)."""
+    foreign = sorted(e for e in os.listdir(data_dir) if e != LOCK and not e.startswith(TMP_PREFIX))
+    if foreign:
+        raise TinyAssetsError(
+            f"{data_dir} holds files the tiny-task builder did not make ({', '.join(foreign[:5])}"
+            f"{', ...' if len(foreign) > 5 else ''}); refusing to build over them. Choose an empty or new directory."
+        )
+
+
+def _cached_assets(data_dir: str, marker: dict, settings: TinyBuildSettings) -> TinyAssets:
+    """The existing build, if it was made with ``settings`` and is complete; otherwise a clear error."""
+    if marker.get("settings_hash") != settings.digest():
+        raise TinyAssetsError(
+            f"{data_dir} holds a tiny-task build with other settings (hash {marker.get('settings_hash')}, wanted "
+            f"{settings.digest()}); pass rebuild=True (CLI: --rebuild) to replace it, or use another directory"
+        )
+    missing = [e for e in BUILT_ENTRIES if not os.path.exists(os.path.join(data_dir, e))]
+    if missing:
+        raise TinyAssetsError(
+            f"{data_dir}: the build is incomplete, missing {', '.join(missing)}; pass rebuild=True (CLI: --rebuild)"
+        )
+    return _assets(data_dir, marker["facts"])
+
+
+def _remove_own_build(data_dir: str, marker: dict | None) -> None:
+    """Delete the entries a marker of ours lists, the marker itself, and stale staging folders of ours."""
+    for entry in os.listdir(data_dir):
+        if entry.startswith(TMP_PREFIX):
+            shutil.rmtree(os.path.join(data_dir, entry), ignore_errors=True)
+    if marker is None:
+        return
+    unknown = [e for e in marker.get("files", []) if e not in BUILT_ENTRIES]
+    if unknown:
+        raise TinyAssetsError(f"{data_dir}/{MARKER} lists {unknown}, which this builder never writes; not removing")
+    for entry in marker.get("files", []):
+        path = os.path.join(data_dir, entry)
+        if os.path.exists(path):
+            # rename first (atomic), so an interrupted removal leaves the entry whole or absent, never half-deleted
+            doomed = tempfile.mkdtemp(prefix=TMP_PREFIX, dir=data_dir)
+            os.replace(path, os.path.join(doomed, entry))
+            shutil.rmtree(doomed)
+    # last: until now an interrupted removal leaves our marker, so the next call still knows the files were ours
+    os.remove(os.path.join(data_dir, MARKER))
+
+
+def _build(data_dir: str, settings: TinyBuildSettings) -> TinyAssets:
+    """Build into a staging folder inside ``data_dir``, move the entries into place, then write the marker."""
+    staging = tempfile.mkdtemp(prefix=TMP_PREFIX, dir=data_dir)
+    try:
+        facts = build_into(staging, settings)
+        for entry in BUILT_ENTRIES:
+            os.replace(os.path.join(staging, entry), os.path.join(data_dir, entry))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    marker = {
+        "builder": __name__,
+        "settings_hash": settings.digest(),
+        "settings": settings.as_dict(),
+        "files": list(BUILT_ENTRIES),
+        "facts": facts,
+    }
+    tmp_marker = os.path.join(data_dir, MARKER + ".tmp")
+    with open(tmp_marker, "w", encoding="utf-8") as fh:
+        json.dump(marker, fh, indent=2, sort_keys=True)
+    os.replace(tmp_marker, os.path.join(data_dir, MARKER))
+    return _assets(data_dir, facts)
+
+
+def build_into(out_dir: str, settings: TinyBuildSettings) -> dict:
+    """Generate the task, write the parquet files, build + warm-start + evaluate + save the model; return facts."""
+    from transformers import AutoTokenizer
+
+    from . import model as tiny_model
+    from . import task, warmstart
+    from .reward import is_correct
+    from .tokenizer import save_tokenizer
+
+    start = time.perf_counter()
+    splits = task.generate_splits(settings.task)
+    task.write_parquet(splits["train"], "train", os.path.join(out_dir, "train.parquet"))
+    task.write_parquet(splits["val"], "val", os.path.join(out_dir, "val.parquet"))
+
+    model_dir = os.path.join(out_dir, "model")
+    save_tokenizer(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)  # train with exactly what verl will load
+    model = tiny_model.build_model(settings.model)
+    sft = warmstart.train(model, tokenizer, splits["sft"], settings.warmstart)
+    warm = warmstart.evaluate(model, tokenizer, splits["val"], is_correct, settings.eval)
+    tiny_model.save_model(model, model_dir)
+
+    max_prompt, max_response = warmstart.example_token_lengths(tokenizer, splits["val"] + splits["train"])
+    return {
+        "data_source": DATA_SOURCE,
+        "num_train": len(splits["train"]),
+        "num_val": len(splits["val"]),
+        "num_sft": len(splits["sft"]),
+        "num_parameters": tiny_model.count_parameters(model),
+        "vocab_size": len(tokenizer),
+        "max_prompt_tokens": max_prompt,
+        "max_response_tokens": max_response,  # the gold solutions, <|im_end|> included
+        **sft,
+        **warm,
+        "build_seconds": time.perf_counter() - start,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI: build (or reuse) the assets under ``--out`` and print their paths and facts."""
+    parser = argparse.ArgumentParser(prog="python -m verl_resrl.tiny.build", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default=default_data_dir(), help="data directory (default: %(default)s)")
+    parser.add_argument("--rebuild", action="store_true", help="replace an existing build of ours in --out")
+    args = parser.parse_args(argv)
+    try:
+        assets = ensure_tiny_assets(args.out, rebuild=args.rebuild)
+    except TinyAssetsError as err:
+        parser.exit(2, f"error: {err}\n")
+    print(json.dumps({k: v for k, v in asdict(assets).items()}, indent=2, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()
