@@ -147,8 +147,8 @@ def test_a_dying_rollout_worker_fails_the_run_instead_of_hanging(tmp_path, tiny_
         "PYTHONPATH": os.pathsep.join([str(plugin_dir), os.environ.get("PYTHONPATH", "")]),
         "VERL_USE_EXTERNAL_MODULES": "dying_rollout",  # verl imports it in every process
     }
-    rc, output, _, seconds = run_main(tmp_path / "run", tiny_dir, "actor_rollout_ref.rollout.name=hf_dying",
-                                      "trainer.val_before_train=false", env_extra=env, timeout=300)
-    assert rc is not None, f"the run hung until the {300} s timeout:\n{output[-4000:]}"
+    rc, output, _, _ = run_main(tmp_path / "run", tiny_dir, "actor_rollout_ref.rollout.name=hf_dying",
+                                env_extra=env, timeout=300)
+    assert rc is not None, f"the run hung until the 300 s timeout:\n{output[-4000:]}"
     assert rc != 0
-    assert "ActorDiedError" in output or "actor died" in output.lower(), output[-4000:]
+    assert "rollout server(s) died during the run: hf://hf_server_0" in output, output[-4000:]

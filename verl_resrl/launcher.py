@@ -197,7 +197,30 @@ class _ResRLTaskRunner(TaskRunnerV1.__ray_actor_class__):
         install_in_v1_trainer()
         poll = _select(config, "resrl_sampler.poll_interval_s")
         v1.get_trainer_cls = lambda _mode: with_replay_poll_interval(resolve_trainer_cls(config), poll)
-        return super().run(config)
+        try:
+            return super().run(config)
+        except Exception as err:
+            dead = self._dead_rollout_servers()
+            if dead:
+                # verl reports a dead rollout server only indirectly (failed groups, then an error about empty
+                # batches); name the cause so the user does not have to dig through the workers' logs
+                raise RuntimeError(
+                    f"rollout server(s) died during the run: {', '.join(dead)} (Ray ActorDiedError; their log is "
+                    f"above). verl then failed with {type(err).__name__}: {err}"
+                ) from err
+            raise
+
+    def _dead_rollout_servers(self, timeout_s: float = 10.0) -> list[str]:
+        """Addresses of this run's rollout servers that no longer answer Ray's readiness call."""
+        manager = getattr(getattr(self, "trainer", None), "llm_server_manager", None)
+        dead = []
+        for replica in manager.get_replicas() if manager is not None else []:
+            for server in replica.servers:
+                try:
+                    ray.get(server.__ray_ready__.remote(), timeout=timeout_s)
+                except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                    dead.append(str(replica.server_address))
+        return dead
 
 
 ResRLTaskRunner = ray.remote(_ResRLTaskRunner)
