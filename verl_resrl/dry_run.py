@@ -18,6 +18,7 @@ import inspect
 import io
 import math
 import os
+import re
 import warnings
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -317,7 +318,7 @@ def _external_checks(config) -> list[tuple[str, str]]:
         try:
             validate(config)
         except (ValueError, TypeError, KeyError) as err:
-            problems.append(("<verl_resrl.config_check>", str(err)))
+            problems += _split_listed_problems(str(err))
     if problems:
         return problems
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
@@ -332,6 +333,14 @@ def _external_checks(config) -> list[tuple[str, str]]:
         except (AssertionError, ValueError, TypeError) as err:
             problems.append(("<verl validate_config>", str(err)))
     return problems
+
+
+def _split_listed_problems(message: str) -> list[tuple[str, str]]:
+    """config_check's "  - key=value must ..." lines as (key, text) pairs (the whole message when not listed)."""
+    items = [line.strip()[2:] for line in message.splitlines() if line.strip().startswith("- ")]
+    if not items:
+        return [("<verl_resrl.config_check>", message)]
+    return [(re.split(r"[=: ]", item, maxsplit=1)[0], item) for item in items]
 
 
 def validate_and_plan(config) -> str:
