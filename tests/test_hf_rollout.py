@@ -177,7 +177,8 @@ def test_non_leader_adapter_drains_the_weight_generator_without_sending(model_di
     from verl_resrl.workers.hf_rollout import HFServerAdapter
 
     monkeypatch.setenv("RANK", "1")
-    adapter = HFServerAdapter(rollout_config(tensor_model_parallel_size=2), hf_model_config(model_dir), device_mesh=None)
+    cfg = rollout_config(tensor_model_parallel_size=2)
+    adapter = HFServerAdapter(cfg, hf_model_config(model_dir), device_mesh=None)
     assert (adapter.replica_rank, adapter.is_leader_rank) == (0, False)
     drained = []
 
