@@ -44,7 +44,8 @@ def test_newline_is_one_token_and_every_ascii_char_is_its_byte(tokenizer):
 
 
 @pytest.mark.parametrize(
-    "text", ["Answer: 42", "  leading and trailing  ", "a\n\nb\r\n\tc", "12+7=19\n19-3=16\nAnswer: 16", "é ü 中 🙂"]
+    "text",
+    ["Answer: 42", "  leading and trailing  ", "a\n\nb\r\n\tc", "12+7=19\n19-3=16\nAnswer: 16", "é ü 中 🙂"],
 )
 def test_text_round_trips_one_id_per_utf8_byte(tokenizer, text):
     ids = tokenizer.encode(text, add_special_tokens=False)

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -29,6 +30,7 @@ from .model import TinyModelConfig
 from .task import DATA_SOURCE, ArithTaskConfig
 from .warmstart import EvalConfig, WarmStartConfig
 
+BUILDER = "verl_resrl.tiny.build"  # written into the marker (not __name__: that is "__main__" under -m)
 MARKER = "resrl_tiny_build.json"
 LOCK = ".resrl_tiny_build.lock"  # serialises concurrent builders of one directory (flock)
 TMP_PREFIX = ".resrl_tiny_tmp-"  # staging folders of (possibly interrupted) builds of ours
@@ -72,10 +74,14 @@ def default_data_dir() -> str:
     return os.path.expanduser(os.environ.get("VERL_RESRL_TINY_DIR", "~/.cache/verl_resrl/resrl_tiny"))
 
 
-def ensure_tiny_assets(data_dir: str, *, rebuild: bool = False, settings: TinyBuildSettings | None = None) -> TinyAssets:
+def ensure_tiny_assets(
+    data_dir: str, *, rebuild: bool = False, settings: TinyBuildSettings | None = None
+) -> TinyAssets:
     """Return the assets under ``data_dir``, building them first if they are missing (or ``rebuild`` is set)."""
     settings = settings or TinyBuildSettings()
     data_dir = os.path.abspath(os.path.expanduser(data_dir))
+    if os.path.isdir(data_dir) and not os.path.exists(os.path.join(data_dir, MARKER)):
+        _refuse_foreign_files(data_dir)  # before the lock file: add nothing to a directory that is not ours
     os.makedirs(data_dir, exist_ok=True)
     with _locked(data_dir):
         marker = _read_marker(data_dir)
@@ -117,8 +123,8 @@ def _read_marker(data_dir: str) -> dict | None:
             marker = json.load(fh)
     except (OSError, ValueError) as err:
         raise TinyAssetsError(f"{path}: unreadable build marker ({err}); remove the directory or the file") from err
-    if not isinstance(marker, dict) or marker.get("builder") != __name__:
-        raise TinyAssetsError(f"{path}: not a marker written by {__name__}; refusing to use or overwrite {data_dir}")
+    if not isinstance(marker, dict) or marker.get("builder") != BUILDER:
+        raise TinyAssetsError(f"{path}: not a marker written by {BUILDER}; refusing to use or overwrite {data_dir}")
     return marker
 
 
@@ -178,7 +184,7 @@ def _build(data_dir: str, settings: TinyBuildSettings) -> TinyAssets:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     marker = {
-        "builder": __name__,
+        "builder": BUILDER,
         "settings_hash": settings.digest(),
         "settings": settings.as_dict(),
         "files": list(BUILT_ENTRIES),
@@ -201,6 +207,7 @@ def build_into(out_dir: str, settings: TinyBuildSettings) -> dict:
     from .tokenizer import save_tokenizer
 
     start = time.perf_counter()
+    _log(f"building the tiny task into {out_dir} ({settings.warmstart.steps} warm-start steps, ~1 min on 2 cores)")
     splits = task.generate_splits(settings.task)
     task.write_parquet(splits["train"], "train", os.path.join(out_dir, "train.parquet"))
     task.write_parquet(splits["val"], "val", os.path.join(out_dir, "val.parquet"))
@@ -209,9 +216,11 @@ def build_into(out_dir: str, settings: TinyBuildSettings) -> dict:
     save_tokenizer(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)  # train with exactly what verl will load
     model = tiny_model.build_model(settings.model)
-    sft = warmstart.train(model, tokenizer, splits["sft"], settings.warmstart)
+    sft = warmstart.train(model, tokenizer, splits["sft"], settings.warmstart, log=_log)
     warm = warmstart.evaluate(model, tokenizer, splits["val"], is_correct, settings.eval)
     tiny_model.save_model(model, model_dir)
+    _log(f"warm start: greedy accuracy {warm['greedy_accuracy']:.3f}, sampled {warm['sampled_accuracy']:.3f} "
+         f"(T={settings.eval.temperature}) on {len(splits['val'])} validation prompts")
 
     max_prompt, max_response = warmstart.example_token_lengths(tokenizer, splits["val"] + splits["train"])
     return {
@@ -227,6 +236,10 @@ def build_into(out_dir: str, settings: TinyBuildSettings) -> dict:
         **warm,
         "build_seconds": time.perf_counter() - start,
     }
+
+
+def _log(message: str) -> None:
+    print(f"[resrl_tiny] {message}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,4 +1,4 @@
-"""The tiny Qwen2 causal LM used by the CPU recipe ``resrl_tiny``: created locally, loadable by ``AutoModelForCausalLM``.
+"""The tiny Qwen2 causal LM of the CPU recipe ``resrl_tiny``: created locally, loadable by ``AutoModelForCausalLM``.
 
 Qwen2 is chosen because verl knows its architecture everywhere (FSDP wrapping, packing without padding, the Qwen
 continuous-token builder of the agent loop), so the CPU path exercises the same code as a Qwen GPU run. Sizes follow

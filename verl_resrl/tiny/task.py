@@ -43,7 +43,10 @@ class ArithTaskConfig:
             if getattr(self, name) < 0:
                 raise ValueError(f"ArithTaskConfig.{name} must be >= 0, got {getattr(self, name)}")
         if not 2 <= self.min_terms <= self.max_terms:
-            raise ValueError(f"ArithTaskConfig needs 2 <= min_terms <= max_terms, got {self.min_terms}, {self.max_terms}")
+            raise ValueError(
+                f"ArithTaskConfig needs 2 <= min_terms <= max_terms, got min_terms={self.min_terms}, "
+                f"max_terms={self.max_terms}"
+            )
         if self.max_operand < 1:
             raise ValueError(f"ArithTaskConfig.max_operand must be >= 1, got {self.max_operand}")
 

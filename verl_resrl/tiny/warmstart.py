@@ -20,6 +20,7 @@ import torch
 from .task import ArithProblem, prompt_messages
 
 IGNORE_INDEX = -100  # label value ignored by the cross-entropy (PyTorch's default ignore_index)
+LOG_EVERY = 50  # steps between progress lines of the warm start
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,11 @@ class WarmStartConfig:
     seed: int = 0  # order of the SFT batches
     num_threads: int = 2  # the machine's cores (cpu-findings.md); restored afterwards
 
+    def __post_init__(self):
+        _require_positive(self, "batch_size", "warmup_steps", "num_threads", "lr")
+        if self.steps < 0:
+            raise ValueError(f"WarmStartConfig.steps must be >= 0, got {self.steps}")
+
 
 @dataclass(frozen=True)
 class EvalConfig:
@@ -46,6 +52,16 @@ class EvalConfig:
     batch_size: int = 128
     seed: int = 0
     num_threads: int = 2
+
+    def __post_init__(self):
+        _require_positive(self, "samples_per_prompt", "max_new_tokens", "batch_size", "num_threads", "temperature")
+
+
+def _require_positive(cfg, *names: str) -> None:
+    """A clear error naming the first field of ``cfg`` among ``names`` that is not > 0."""
+    for name in names:
+        if not getattr(cfg, name) > 0:
+            raise ValueError(f"{type(cfg).__name__}.{name} must be > 0, got {getattr(cfg, name)!r}")
 
 
 def prompt_ids(tokenizer, problem: ArithProblem) -> list[int]:
@@ -97,8 +113,12 @@ def _lr_factor(step: int, cfg: WarmStartConfig) -> float:
     return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def train(model, tokenizer, problems: list[ArithProblem], cfg: WarmStartConfig) -> dict:
-    """Run ``cfg.steps`` AdamW steps on batches drawn from ``problems``; returns loss and timing facts."""
+def train(
+    model, tokenizer, problems: list[ArithProblem], cfg: WarmStartConfig, log: Callable[[str], None] | None = None
+) -> dict:
+    """Run ``cfg.steps`` AdamW steps on batches drawn from ``problems``; returns loss and timing facts.
+
+    ``log`` (optional) receives a progress line every ``LOG_EVERY`` steps."""
     if not problems:
         raise ValueError("warm start needs at least one SFT problem (ArithTaskConfig.num_sft is 0)")
     examples = [encode_example(tokenizer, p) for p in problems]
@@ -108,7 +128,7 @@ def train(model, tokenizer, problems: list[ArithProblem], cfg: WarmStartConfig) 
     model.train()
     losses, start = [], time.perf_counter()
     with _threads(cfg.num_threads):
-        for _ in range(cfg.steps):
+        for step in range(cfg.steps):
             batch = collate(rng.sample(examples, min(cfg.batch_size, len(examples))), tokenizer.pad_token_id)
             loss = model(**batch).loss
             optimizer.zero_grad(set_to_none=True)
@@ -117,13 +137,18 @@ def train(model, tokenizer, problems: list[ArithProblem], cfg: WarmStartConfig) 
             optimizer.step()
             scheduler.step()
             losses.append(loss.item())
+            if log is not None and ((step + 1) % LOG_EVERY == 0 or step + 1 == cfg.steps):
+                log(f"warm start step {step + 1}/{cfg.steps}: loss {loss.item():.3f}, "
+                    f"{time.perf_counter() - start:.0f} s")
     model.eval()
     tail = losses[-20:] or [float("nan")]
     return {"sft_steps": cfg.steps, "sft_seconds": time.perf_counter() - start, "sft_final_loss": sum(tail) / len(tail)}
 
 
 @torch.no_grad()
-def generate_responses(model, tokenizer, problems: list[ArithProblem], *, do_sample: bool, cfg: EvalConfig) -> list[str]:
+def generate_responses(
+    model, tokenizer, problems: list[ArithProblem], *, do_sample: bool, cfg: EvalConfig
+) -> list[str]:
     """Decode one response per problem (left-padded batches, stop at ``<|im_end|>``)."""
     prompts = [prompt_ids(tokenizer, p) for p in problems]
     responses: list[str] = []
@@ -187,6 +212,6 @@ def evaluate(
 
 
 def example_token_lengths(tokenizer, problems: list[ArithProblem]) -> tuple[int, int]:
-    """Longest prompt and longest gold response (with ``<|im_end|>``) in tokens: what the recipe's lengths must cover."""
+    """Longest prompt and longest gold response (with ``<|im_end|>``) in tokens: what the recipe lengths must cover."""
     longest_prompt = max(len(prompt_ids(tokenizer, p)) for p in problems)
     return longest_prompt, max(len(response_ids(tokenizer, p)) for p in problems)
