@@ -164,43 +164,54 @@ def tiny_assets():
     return ensure_tiny_assets(default_data_dir()).data_dir
 
 
-@pytest.mark.e2e
-@pytest.mark.parametrize("ranks", [1, 2])
-def test_weights_identical_under_every_layout_and_coverage_one(tmp_path, tiny_assets, ranks):
+# fp32 actor (verl's default mixed precision is bf16, whose rounding differs with the batch shape) and right-padded
+# micro-batches (CPU sdpa over PACKED sequences differs by ~1e-7 with the packing, which the quantile normalisation
+# amplified to ~3e-5 in the weights where a group's residual spread was small; GPUs use flash-attention's varlen).
+EXACT_FORWARD = ("+actor_rollout_ref.actor.fsdp_config.mixed_precision.param_dtype=fp32",
+                 "actor_rollout_ref.model.use_remove_padding=false",
+                 "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=16",
+                 "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=16")
+# A rank the tiny task's positive tokens always exceed (see test_default_rank_... below for why this matters).
+WELL_POSED_SUBSPACE = ("algorithm.resrl.rank=4", "algorithm.resrl.pca_method=exact")
+
+
+def probe_run(tmp_path, ranks, *overrides):
+    """A 1-step resrl_tiny run with the layout probe; returns (probe report, step records)."""
     import json
 
     report_path = tmp_path / "probe.json"
-    rc, output, records = run_tiny_recipe(
-        tmp_path / "run", f"resrl_tiny.data_dir={tiny_assets}", f"trainer.n_gpus_per_node={ranks}",
-        f"+trainer.resrl_layout_probe={report_path}",
-    )
+    rc, output, records = run_tiny_recipe(tmp_path / "run", f"trainer.n_gpus_per_node={ranks}",
+                                          f"+trainer.resrl_layout_probe={report_path}", *EXACT_FORWARD, *overrides,
+                                          steps=1)
     assert rc == 0, output[-6000:]
-    steps = [r for r in records if "resrl/coverage" in r]
-    assert steps, f"no resrl/* metrics logged:\n{output[-3000:]}"
-    for record in steps:
-        assert record["resrl/coverage"] == 1.0 or record["resrl/groups_skipped"] > 0, record
-        assert record["resrl/coverage_eligible"] == 1.0, record
-        assert record["resrl/groups_split"] == 0.0, record
     assert report_path.exists(), f"no step had weighted groups:\n{output[-3000:]}"
-    report = json.loads(report_path.read_text())
-    assert report["dp_size"] == ranks and report["reference"]["resrl/groups_weighted"] > 0
-    expected = {"micro_batch_1", "micro_batch_2", "micro_batch_4", "dynamic_bsz", "unbalanced_partition"}
-    expected |= {"every_group_split"} if ranks > 1 else set()
-    assert set(report["layouts"]) == expected
+    return json.loads(report_path.read_text()), [r for r in records if "resrl/coverage" in r]
+
+
+def assert_layout_invariant(report, ranks):
+    expected = {"micro_batch_1", "micro_batch_2", "micro_batch_4", "dynamic_bsz", "balanced_partition",
+                "first_fit_partition"} | ({"every_group_split"} if ranks > 1 else set())
+    assert report["dp_size"] == ranks and set(report["layouts"]) == expected
+    assert report["reference"]["resrl/groups_weighted"] > 0 and report["reference"]["resrl/coverage"] == 1.0
     for name, layout in report["layouts"].items():
         assert layout["max_abs_weight_diff"] <= WEIGHT_TOLERANCE, (name, layout)
-        assert layout["same_rows_weighted"], (name, layout)
-        assert layout["coverage"] == report["reference"]["resrl/coverage"], (name, layout)
+        assert layout["same_rows_weighted"] and layout["coverage"] == 1.0, (name, layout)
 
 
 @pytest.mark.e2e
-def test_without_group_balancing_two_ranks_still_cover_every_group(tmp_path, tiny_assets):
-    """trainer.balance_batch=false: groups are placed first-fit in order; still whole, coverage still 1."""
-    rc, output, records = run_tiny_recipe(
-        tmp_path / "run", f"resrl_tiny.data_dir={tiny_assets}", "trainer.n_gpus_per_node=2",
-        "trainer.balance_batch=false", "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=4",
-        "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4", steps=1,
-    )
-    assert rc == 0, output[-6000:]
-    steps = [r for r in records if "resrl/coverage" in r]
-    assert steps and all(r["resrl/coverage_eligible"] == 1.0 and r["resrl/groups_split"] == 0.0 for r in steps)
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_weights_identical_under_every_layout_and_coverage_one(tmp_path, tiny_assets, ranks):
+    """Micro-batch 1/2/4, dynamic batch size, balanced / first-fit / (2 ranks) every-group-split partitions."""
+    report, steps = probe_run(tmp_path, ranks, f"resrl_tiny.data_dir={tiny_assets}", *WELL_POSED_SUBSPACE)
+    assert_layout_invariant(report, ranks)
+    assert steps and all(r["resrl/coverage"] == 1.0 and r["resrl/groups_split"] == 0.0 for r in steps), steps
+
+
+@pytest.mark.e2e
+@pytest.mark.xfail(strict=True, reason=(
+    "verl_resrl/algos/resrl.py keeps k = min(rank, rows - 1, d) basis vectors even when the positive tokens span "
+    "fewer dimensions (duplicate tokens of similar correct answers): the extra singular vectors are arbitrary, so "
+    "1e-7 noise in the states moves weights by up to ~0.2. Reported to its owner; remove this mark when fixed."))
+def test_default_rank_weights_identical_under_every_layout(tmp_path, tiny_assets):
+    report, _ = probe_run(tmp_path, 1, f"resrl_tiny.data_dir={tiny_assets}")
+    assert_layout_invariant(report, 1)

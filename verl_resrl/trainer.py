@@ -29,6 +29,7 @@ from verl_resrl.workers.resrl_groups import (
     STATS_COLUMNS,
     STATS_FIELD,
     WEIGHTS_FIELD,
+    dense_rows,
     sequence_is_positive,
 )
 
@@ -225,9 +226,9 @@ class ResRLTrainer(PPOTrainerSync):
         data = tq.kv_batch_get(keys=keys, partition_id=batch.partition_id, select_fields=fields)
         return resrl_step_metrics(
             [str(u) for u in data["uid"]],
-            (data[POSITIVE_FIELD] > 0.5).tolist(),
+            (dense_rows(data[POSITIVE_FIELD]) > 0.5).tolist(),
             list(data["response_mask"].unbind()),
             list(data[WEIGHTS_FIELD].unbind()),
-            data[STATS_FIELD].float(),
+            dense_rows(data[STATS_FIELD]).float(),
             self.resrl_config.min_pos_tokens,
         )

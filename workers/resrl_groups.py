@@ -38,6 +38,11 @@ STATS_FIELD = "resrl_group_stats"
 STATS_COLUMNS = ("weighted", "residual_q10", "residual_q50", "residual_q90", "energy_share", "rank")
 
 
+def dense_rows(t: torch.Tensor) -> torch.Tensor:
+    """A per-row field as a dense tensor: verl's TransferQueue hands (B, k) fields back as jagged (B, j) tensors."""
+    return torch.stack(t.unbind()) if t.is_nested else t
+
+
 def sequence_is_positive(rm_scores: torch.Tensor) -> torch.Tensor:
     """(B,) bool: a rollout is positive when its sequence score, the sum of its token scores, is > 0."""
     if rm_scores.is_nested:

@@ -21,7 +21,7 @@ from verl.workers.utils.losses import ppo_loss
 
 from verl_resrl.algos.resrl import ResRLConfig, apply_resrl
 
-from .resrl_groups import POSITIVE_FIELD, WEIGHTS_FIELD
+from .resrl_groups import POSITIVE_FIELD, WEIGHTS_FIELD, dense_rows
 
 
 def modulated_advantages(advantages: torch.Tensor, weights: torch.Tensor, positive: torch.Tensor, config: ResRLConfig):
@@ -53,7 +53,7 @@ def resrl_ppo_loss(config, model_output, data: TensorDict, dp_group=None, *, res
         )
     data = data.copy()  # shallow: the caller's micro-batch keeps its original advantages
     data["advantages"] = modulated_advantages(
-        data["advantages"], data[WEIGHTS_FIELD], data[POSITIVE_FIELD], ResRLConfig(**resrl)
+        data["advantages"], data[WEIGHTS_FIELD], dense_rows(data[POSITIVE_FIELD]).reshape(-1), ResRLConfig(**resrl)
     )
     return ppo_loss(config, model_output, data, dp_group)
 
