@@ -42,3 +42,13 @@ def test_mixin_keeps_verl_metrics_and_adds_ours():
 def test_length_mismatch_is_an_error():
     with pytest.raises(ValueError, match="uids"):
         paper_validation_metrics(["a", "a"], ["u"], [1.0, 0.0])
+
+
+def test_trainer_resolution_adds_paper_validation_for_every_estimator():
+    from omegaconf import OmegaConf
+
+    from verl_resrl.trainer import resolve_trainer_cls
+
+    for estimator in ("grpo", "resrl", "w_reinforce"):
+        cfg = OmegaConf.create({"algorithm": {"adv_estimator": estimator}, "trainer": {"v1": {"trainer_mode": "sync"}}})
+        assert issubclass(resolve_trainer_cls(cfg), PaperValidationMixin), estimator

@@ -23,6 +23,7 @@ from verl.trainer.ppo.v1 import PPOTrainerSync, get_trainer_cls
 
 from verl_resrl.algo_config import RESRL_ESTIMATOR, resrl_settings
 from verl_resrl.layout_probe import PROBE_CONFIG_KEY, run_layout_probe
+from verl_resrl.validation import with_paper_validation
 from verl_resrl.workers.resrl_groups import (
     POSITIVE_FIELD,
     SETTINGS_KEY,
@@ -42,13 +43,16 @@ def resrl_active(config) -> bool:
 
 
 def resolve_trainer_cls(config):
-    """ResRLTrainer when ResRL is on, else verl's registered v1 trainer for ``trainer.v1.trainer_mode``."""
+    """ResRLTrainer when ResRL is on, else verl's registered v1 trainer for ``trainer.v1.trainer_mode``.
+
+    Either way with the paper's validation metrics (Avg@n, unbiased Pass@k: ``verl_resrl.validation``) added.
+    """
     mode = config.trainer.v1.trainer_mode
     if resrl_active(config):
         if mode != "sync":
             raise ValueError(f"trainer.v1.trainer_mode={mode!r}: ResRL runs with the 'sync' trainer only")
-        return ResRLTrainer
-    return get_trainer_cls(mode)
+        return with_paper_validation(ResRLTrainer)
+    return with_paper_validation(get_trainer_cls(mode))
 
 
 def _mixed_groups(uids: list, positive: list[bool]) -> dict:
