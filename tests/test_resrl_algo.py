@@ -216,3 +216,20 @@ def test_bad_inputs_name_the_argument():
         ResRLConfig(min_weight=1.5)
     with pytest.raises(ValueError, match="q_low"):
         ResRLConfig(q_low=0.9, q_high=0.8)
+
+
+@pytest.mark.parametrize("method", ["exact", "randomized"])
+def test_rank_beyond_the_positive_span_is_truncated_not_noise(method):
+    # positives span 2 dimensions (repeated tokens); rank 64 must not pick up arbitrary noise directions: a 1e-6
+    # perturbation of the states leaves the weights where they were (within float tolerance), and they equal rank 2's
+    negatives = [mixture(r) for r in (0.1, 0.3, 0.5, 0.7, 0.9)] + [U1, U3]
+    hidden, mask, groups, positive = group_batch(negatives)
+    hidden[0, : len(POSITIVES)] = torch.stack(POSITIVES * 1)  # exact span
+    cfg64, cfg2 = ResRLConfig(rank=64, pca_method=method), ResRLConfig(rank=2, pca_method=method)
+    w64, stats = resrl_token_weights(hidden, mask, groups, positive, cfg64)
+    w2, _ = resrl_token_weights(hidden, mask, groups, positive, cfg2)
+    noisy = hidden + 1e-6 * torch.randn(hidden.shape, generator=torch.Generator().manual_seed(0))
+    w64_noisy, _ = resrl_token_weights(noisy, mask, groups, positive, cfg64)
+    assert torch.allclose(w64, w2, atol=1e-4)
+    assert torch.allclose(w64, w64_noisy, atol=1e-3)
+    assert stats["rank_mean"] == 2.0

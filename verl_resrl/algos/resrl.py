@@ -105,23 +105,32 @@ def _pack(values: torch.Tensor, slot: torch.Tensor, num_slots: int):
     return packed, valid, pos
 
 
-def subspace_basis(centred: torch.Tensor, ranks: torch.Tensor, config: ResRLConfig, seeds: list[int]) -> torch.Tensor:
-    """Top-k right singular vectors per group of zero-padded centred rows (G, M, d) -> (G, d, K), K = max(ranks).
+def subspace_basis(centred: torch.Tensor, ranks: torch.Tensor, config: ResRLConfig, seeds: list[int]):
+    """Top-k right singular vectors per group of zero-padded centred rows (G, M, d) -> ((G, d, K), ranks used).
 
-    Columns beyond a group's own rank are zeroed, so V V^T is exactly that group's rank-k projector.
+    k per group is min(ranks, numerical rank): singular values below sigma_max * max(M, d) * eps (float32) are
+    noise, and their directions arbitrary; keeping them (spec: k = min(64, rows - 1, d) whatever the spectrum) makes
+    weights jump with 1e-6 changes of the states when the positives span fewer than k dimensions, e.g. when correct
+    answers repeat each other's tokens. Columns beyond a group's k are zeroed: V V^T is its rank-k projector.
     """
     G, M, d = centred.shape
     K = int(ranks.max())
     if config.pca_method == "exact":
-        basis = torch.linalg.svd(centred, full_matrices=False).Vh.transpose(1, 2)[:, :, :K]
+        _, sigma, vh = torch.linalg.svd(centred, full_matrices=False)
+        basis, sigma = vh.transpose(1, 2)[:, :, :K], sigma[:, :K]
     else:
-        basis = _randomized_basis(centred, K, config, seeds)
-    keep = torch.arange(K, device=centred.device)[None, :] < ranks[:, None]
-    return basis * keep[:, None, :]
+        basis, sigma = _randomized_basis(centred, K, config, seeds)
+    tol = sigma[:, :1] * max(M, d) * torch.finfo(torch.float32).eps
+    ranks = torch.minimum(ranks, (sigma > tol).sum(1))
+    keep = torch.arange(basis.shape[-1], device=centred.device)[None, :] < ranks[:, None]
+    return basis * keep[:, None, :], ranks
 
 
-def _randomized_basis(centred: torch.Tensor, K: int, config: ResRLConfig, seeds: list[int]) -> torch.Tensor:
-    """Randomised range finder with power iterations (Halko et al. 2011), seeded per group, batched over groups."""
+def _randomized_basis(centred: torch.Tensor, K: int, config: ResRLConfig, seeds: list[int]):
+    """Randomised range finder with power iterations (Halko et al. 2011), seeded per group, batched over groups.
+
+    Returns the top-K right singular vectors (G, d, K) and their singular values (G, K).
+    """
     G, M, d = centred.shape
     L = min(K + config.pca_oversample, d, M)
     probes = torch.stack(
@@ -131,7 +140,8 @@ def _randomized_basis(centred: torch.Tensor, K: int, config: ResRLConfig, seeds:
     for _ in range(config.pca_niter):
         q = torch.linalg.qr(centred @ torch.linalg.qr(centred.transpose(1, 2) @ q).Q).Q
     small = q.transpose(1, 2) @ centred  # (G, L, d): X restricted to its range
-    return torch.linalg.svd(small, full_matrices=False).Vh.transpose(1, 2)[:, :, :K]
+    _, sigma, vh = torch.linalg.svd(small, full_matrices=False)
+    return vh.transpose(1, 2)[:, :, :K], sigma[:, :K]
 
 
 def residual_weights(residuals: torch.Tensor, valid: torch.Tensor, config: ResRLConfig) -> torch.Tensor:
@@ -202,7 +212,7 @@ def _weight_chunk(hidden, tok, chunk, group_seeds, config, weights, tally) -> No
     mean = x.sum(1) / counts[:, None]
     centred = (x - mean[:, None, :]) * x_valid[..., None]
     ranks = torch.clamp(torch.clamp(counts - 1, max=config.rank), max=hidden.shape[-1])
-    basis = subspace_basis(centred, ranks, config, [group_seeds[int(g)] for g in chunk.tolist()])
+    basis, ranks = subspace_basis(centred, ranks, config, [group_seeds[int(g)] for g in chunk.tolist()])
     neg_sel = (~positive & (slot >= 0)).nonzero().flatten()
     h, h_valid, h_pos = _pack(layer_norm_rows(hidden[b[neg_sel], t[neg_sel]]), slot[neg_sel], chunk.numel())
     h_c = (h - mean[:, None, :]) * h_valid[..., None]
