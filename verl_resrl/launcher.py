@@ -104,6 +104,11 @@ def configure_cpu_run(config) -> None:
         _set(config, "actor_rollout_ref.model.override_config.attn_implementation", "sdpa")
     for key, value in env.items():
         _set(config, f"ray_kwargs.ray_init.runtime_env.env_vars.{key}", value)
+    # Joining a running cluster (a Ray job, `ray start`): Ray refuses num_cpus/num_gpus there ("When connecting to
+    # an existing cluster, num_cpus and num_gpus must not be provided"); the cluster's own resources apply.
+    address = _select(config, "ray_kwargs.ray_init.address")
+    if os.environ.get("RAY_ADDRESS") or address not in (None, "local"):
+        return
     needed = cpu_logical_cpus_needed(config)
     num_cpus = _select(config, "ray_kwargs.ray_init.num_cpus")
     if num_cpus is None:
