@@ -208,10 +208,6 @@ def test_weights_identical_under_every_layout_and_coverage_one(tmp_path, tiny_as
 
 
 @pytest.mark.e2e
-@pytest.mark.xfail(strict=True, reason=(
-    "verl_resrl/algos/resrl.py keeps k = min(rank, rows - 1, d) basis vectors even when the positive tokens span "
-    "fewer dimensions (duplicate tokens of similar correct answers): the extra singular vectors are arbitrary, so "
-    "1e-7 noise in the states moves weights by up to ~0.2. Reported to its owner; remove this mark when fixed."))
 def test_default_rank_weights_identical_under_every_layout(tmp_path, tiny_assets):
     report, _ = probe_run(tmp_path, 1, f"resrl_tiny.data_dir={tiny_assets}")
     assert_layout_invariant(report, 1)
