@@ -139,9 +139,6 @@ def prepare_tiny_assets(config) -> None:
     for key, attr in TINY_KEYS.items():
         if _select(config, key) == TINY_PLACEHOLDER:
             _set(config, key, getattr(assets, attr))
-    for key in ("actor_rollout_ref.model.tokenizer_path",):
-        if _select(config, key) == TINY_PLACEHOLDER:
-            _set(config, key, assets.model_dir)
 
 
 def absolutize_outputs(config) -> None:
