@@ -105,7 +105,7 @@ out = {
     "mem_info_ok": 0 < free <= total,
     "device_name": dev.get_device_name(),
     "rng_restored": first == again,
-    "engine": EngineRegistry.get_engine_cls("language_model", "fsdp2").__name__,
+    "engine": [c.__name__ for c in EngineRegistry.get_engine_cls("language_model", "fsdp2").__mro__],
     "to_device": str(torch.zeros(1).to(get_device_id()).device),
 }
 torch.distributed.destroy_process_group()
@@ -122,5 +122,6 @@ def test_what_verl_calls_on_the_platform_works(cpu_only_host):
     assert out["mem"] == [0, 0, 0] and out["mem_info_ok"]
     assert out["device_name"] == "CPU"
     assert out["rng_restored"]
-    assert out["engine"] == "FSDPEngineWithLMHead"
+    # verl's FSDP engine, or our ResRL subclass of it (registered for the (device, vendor) key the platform maps to)
+    assert "FSDPEngineWithLMHead" in out["engine"]
     assert out["to_device"] == "cpu"
