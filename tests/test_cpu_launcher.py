@@ -122,7 +122,7 @@ def test_step_lines_metrics_file_plot_and_summary(tmp_path):
     logger = make_logger(tmp_path)
     logger.log({VAL: 0.25, "val-aux/x": "text is dropped"}, step=0)
     for step, (reward, t) in enumerate([(-0.5, 4.0), (0.0, 3.5), (0.5, 3.0)], start=1):
-        data = {"critic/score/mean": reward, "timing_s/step": t, "resrl/neg_weight_mean": 0.75}
+        data = {"critic/score/mean": reward, "timing_s/step": t, "resrl/weight_mean": 0.75, "resrl/other": 1.0}
         if step == 3:
             data[VAL] = 0.5
         logger.log(data, step=step)
@@ -131,8 +131,8 @@ def test_step_lines_metrics_file_plot_and_summary(tmp_path):
 
     lines = logger.stream.getvalue().splitlines()
     assert lines[0] == "[resrl] step 0/3 | val acc 0.250"
-    assert lines[1] == "[resrl] step 1/3 | reward -0.500 | resrl/neg_weight_mean 0.75 | 4.0 s"
-    assert lines[3] == "[resrl] step 3/3 | reward +0.500 | val acc 0.500 | resrl/neg_weight_mean 0.75 | 3.0 s"
+    assert lines[1] == "[resrl] step 1/3 | reward -0.500 | resrl/weight_mean 0.75 | 4.0 s"
+    assert lines[3] == "[resrl] step 3/3 | reward +0.500 | val acc 0.500 | resrl/weight_mean 0.75 | 3.0 s"
     assert "validation accuracy at start (step 0): 0.2500" in lines[4]
     assert "validation accuracy at end   (step 3): 0.5000  (change +0.2500)" in lines[5]
     with open(tmp_path / "metrics.jsonl") as fh:

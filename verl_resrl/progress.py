@@ -42,8 +42,9 @@ class ProgressConfig:
     """training metric shown and plotted as the reward (verl's mean sequence score of the batch)"""
     step_time_key: str = "timing_s/step"
     """verl's wall time of a training step"""
-    extra_prefixes: list = field(default_factory=lambda: ["resrl/", "actor/resrl"])
-    """metrics whose name starts with one of these are added to the step line (ResRL statistics)"""
+    extra_keys: list = field(default_factory=lambda: ["resrl/groups_mixed", "resrl/weight_mean", "resrl/coverage"])
+    """metrics added to the step line when present (ResRL statistics: mixed groups, mean residual weight of the
+    negative tokens, share of them weighted; all ``resrl/*`` keys are in the metrics file)"""
 
     @classmethod
     def from_run_config(cls, config: Optional[Mapping[str, Any]]) -> "ProgressConfig":
@@ -120,8 +121,8 @@ class ProgressLogger:
         key, acc = validation_accuracy(record)
         if key is not None:
             parts.append(f"val acc {acc:.3f}")
-        for name in sorted(record):
-            if any(name.startswith(p) for p in self.cfg.extra_prefixes):
+        for name in self.cfg.extra_keys:
+            if name in record:
                 parts.append(f"{name} {record[name]:.4g}")
         if self.cfg.step_time_key in record:
             parts.append(f"{record[self.cfg.step_time_key]:.1f} s")
