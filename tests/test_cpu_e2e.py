@@ -106,6 +106,9 @@ def assert_two_finite_training_steps(rc, output, records):
 def test_two_training_steps_per_estimator(tmp_path, tiny_dir, estimator):
     rc, output, records, _ = run_main(tmp_path / "run", tiny_dir, f"algorithm.adv_estimator={estimator}")
     assert_two_finite_training_steps(rc, output, records)
+    if estimator == "resrl":
+        # the ResRL trainer's statistics (groups, coverage, weights) are logged every step
+        assert all(any(k.startswith("resrl/") for k in r) for r in records if "critic/score/mean" in r)
     if estimator == "w_reinforce":
         # W-REINFORCE (binary reward convention): advantages are +lambda or -1, never GRPO's normalised values
         step = next(r for r in records if "critic/advantages/max" in r)
