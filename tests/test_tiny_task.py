@@ -28,11 +28,13 @@ def test_same_seed_same_problems_other_seed_other_problems():
     assert other["train"] != first["train"]
 
 
-def test_splits_have_the_sizes_asked_and_never_share_a_problem():
+def test_split_sizes_distinct_prompts_and_held_out_validation():
     splits = task.generate_splits(SMALL)
     assert [len(splits[s]) for s in ("val", "train", "sft")] == [40, 120, 300]
-    expressions = [p.expression for s in splits.values() for p in s]
-    assert len(set(expressions)) == len(expressions)
+    val, train, sft = ({p.expression for p in splits[s]} for s in ("val", "train", "sft"))
+    assert len(val) == 40 and len(train) == 120  # validation and RL prompts are distinct problems
+    assert not val & (train | sft)  # no validation problem is trained on, by SFT or RL
+    assert len(sft) < 300  # SFT examples are i.i.d. draws: with at most 4 single digits, some repeat
 
 
 def test_problems_respect_the_config_and_answers_are_right():

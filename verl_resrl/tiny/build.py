@@ -35,7 +35,7 @@ MARKER = "resrl_tiny_build.json"
 LOCK = ".resrl_tiny_build.lock"  # serialises concurrent builders of one directory (flock)
 TMP_PREFIX = ".resrl_tiny_tmp-"  # staging folders of (possibly interrupted) builds of ours
 BUILT_ENTRIES = ("model", "train.parquet", "val.parquet")
-BUILD_FORMAT = 1  # bump when the build code changes what a given set of settings produces
+BUILD_FORMAT = 2  # bump when the build code changes what a given set of settings produces
 
 
 class TinyAssetsError(RuntimeError):

@@ -1,15 +1,20 @@
 """The verifiable synthetic task ``resrl_tiny/arith``: short chains of integer additions and subtractions.
 
-A problem is ``Compute 23+9-14.``; its worked response writes one running sum per line and ends with a DAPO-style
+A problem is ``Compute 7+5-9+3.``; its worked response writes one running sum per line and ends with a DAPO-style
 ``Answer: <integer>`` line (the format of DAPO-Math-17k and of verl's ``math_dapo`` scorer, so the same verifier serves
 the tiny task and the reference math recipe)::
 
-    23+9=32
-    32-14=18
-    Answer: 18
+    7+5=12
+    12-9=3
+    3+3=6
+    Answer: 6
 
-Everything is generated locally from a seed (no download). Problems are unique across the splits: ``val`` first, then
-``train`` (the RL prompts), then ``sft`` (the warm-start examples), so no validation problem is ever trained on.
+Everything is generated locally from one seeded stream (no download), in this order: ``val`` (distinct problems),
+``train`` (the RL prompts: distinct, none of them in ``val``) and ``sft`` (the warm-start examples: i.i.d. draws that
+are not in ``val``; they may repeat and may coincide with RL prompts, as in the usual SFT-then-RL pipeline). No
+validation problem is ever trained on. The splits follow one distribution, except that ``val`` is held out and that a
+family with few members runs out in ``train``: with the defaults there are only 155 two-term problems, about 40 go to
+``val`` and the rest to ``train``, where they are then ~11% of the prompts instead of a third.
 """
 
 from __future__ import annotations
@@ -105,30 +110,37 @@ def sample_problem(rng: random.Random, cfg: ArithTaskConfig) -> ArithProblem:
 
 
 def generate_splits(cfg: ArithTaskConfig) -> dict[str, list[ArithProblem]]:
-    """Unique problems for ``val``, ``train`` and ``sft`` (in that order) from one seeded stream."""
-    wanted = {"val": cfg.num_val, "train": cfg.num_train, "sft": cfg.num_sft}
-    total = sum(wanted.values())
+    """``val``, ``train`` and ``sft`` problems from one seeded stream (see the module docstring for the rules)."""
     rng = random.Random(cfg.seed)
-    seen: set[tuple] = set()
-    problems: list[ArithProblem] = []
-    attempts = 0
-    while len(problems) < total:
+    val = _draw(rng, cfg, cfg.num_val, exclude=set(), unique=True)
+    held_out = {_key(p) for p in val}
+    train = _draw(rng, cfg, cfg.num_train, exclude=held_out, unique=True)
+    sft = _draw(rng, cfg, cfg.num_sft, exclude=held_out, unique=False)
+    return {"val": val, "train": train, "sft": sft}
+
+
+def _key(problem: ArithProblem) -> tuple:
+    return problem.operands, problem.ops
+
+
+def _draw(rng: random.Random, cfg: ArithTaskConfig, count: int, *, exclude: set, unique: bool) -> list[ArithProblem]:
+    """``count`` problems not in ``exclude`` (and pairwise distinct if ``unique``); an error if the space is too small."""
+    seen, problems, attempts = set(exclude), [], 0
+    while len(problems) < count:
         attempts += 1
-        if attempts > 50 * total + 1000:
+        if attempts > 50 * count + 1000:
             raise ValueError(
-                f"ArithTaskConfig allows too few distinct problems for {total} unique ones "
-                f"(max_operand={cfg.max_operand}, terms {cfg.min_terms}..{cfg.max_terms}): raise max_operand"
+                f"ArithTaskConfig allows too few distinct problems for {count} more "
+                f"(max_operand={cfg.max_operand}, terms {cfg.min_terms}..{cfg.max_terms}): raise max_operand or lower "
+                f"num_val/num_train"
             )
         problem = sample_problem(rng, cfg)
-        key = (problem.operands, problem.ops)
-        if key not in seen:
-            seen.add(key)
-            problems.append(problem)
-    splits, start = {}, 0
-    for name in SPLITS:
-        splits[name] = problems[start : start + wanted[name]]
-        start += wanted[name]
-    return splits
+        if _key(problem) in seen:
+            continue
+        if unique:
+            seen.add(_key(problem))
+        problems.append(problem)
+    return problems
 
 
 def prompt_messages(problem: ArithProblem) -> list[dict[str, str]]:
