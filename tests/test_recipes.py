@@ -200,6 +200,13 @@ def test_micro_batch_not_dividing_the_rank_share(data_dir):
     assert "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu: (3) must divide the 32 sequences" in msg
 
 
+def test_log_prob_micro_batch_not_dividing_the_rank_share(data_dir):
+    """256 prompts x 4 rollouts on 8 ranks: 128 sequences per rank in the old-log-prob pass; 24 does not divide 128."""
+    key = "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu"
+    msg = _bad(data_dir, "resrl_math", f"{key}=24")
+    assert f"{key}: (24) must divide the 128 sequences of a step on one rank" in msg
+
+
 def test_rollout_replica_not_tiling_the_gpus(data_dir):
     msg = _bad(data_dir, "resrl_math", "actor_rollout_ref.rollout.tensor_model_parallel_size=3")
     assert "actor_rollout_ref.rollout.tensor_model_parallel_size" in msg

@@ -156,6 +156,14 @@ def _positive_int(config, key: str, problems: list, allow_none: bool = False) ->
     return value
 
 
+def _log_prob_micro_keys(config, arr: str) -> list[str]:
+    """The forward-only micro-batch sizes a step uses: the actor's old-log-prob pass, and the reference's if any."""
+    keys = [f"{arr}.rollout.log_prob_micro_batch_size_per_gpu"]
+    if _get(config, f"{arr}.actor.use_kl_loss", False) or _get(config, "algorithm.use_kl_in_reward", False):
+        keys.append(f"{arr}.ref.log_prob_micro_batch_size_per_gpu")
+    return keys
+
+
 def batch_plan(config) -> tuple[BatchPlan | None, list[tuple[str, str]]]:
     """The batch arithmetic of one step, and every division that does not come out even."""
     problems: list[tuple[str, str]] = []
@@ -198,6 +206,13 @@ def batch_plan(config) -> tuple[BatchPlan | None, list[tuple[str, str]]]:
             grad_accum = max(mini_per_rank // micro, 1)
         if lp_micro is None:
             problems.append((f"{arr}.rollout.log_prob_micro_batch_size_per_gpu", "must be set unless dynamic batching"))
+        rows_per_rank = prompts * n // dp
+        # verl's prepare_micro_batches asserts this in the workers, after Ray and the models are up
+        for key in _log_prob_micro_keys(config, arr):
+            value = _get(config, key)
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+                _check_divides(problems, key, rows_per_rank, value,
+                               f"({value}) must divide the {rows_per_rank} sequences of a step on one rank")
     plan = BatchPlan(prompts, n, prompts * n, dp, mini, prompts // mini, epochs, mini_per_rank, micro, grad_accum,
                      lp_micro, dynamic)
     return plan, problems

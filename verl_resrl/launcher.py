@@ -131,10 +131,13 @@ def prepare_tiny_assets(config) -> None:
     """With ``resrl_tiny.enable``, build/reuse the tiny task and fill the keys that say ``resrl_tiny``."""
     if not _select(config, "resrl_tiny.enable", False):
         return
-    from verl_resrl.tiny.build import default_data_dir, ensure_tiny_assets
+    from verl_resrl.tiny.build import TinyAssetsError, default_data_dir, ensure_tiny_assets
 
     data_dir = _select(config, "resrl_tiny.data_dir") or default_data_dir()
-    assets = ensure_tiny_assets(data_dir, rebuild=bool(_select(config, "resrl_tiny.rebuild", False)))
+    try:
+        assets = ensure_tiny_assets(data_dir, rebuild=bool(_select(config, "resrl_tiny.rebuild", False)))
+    except TinyAssetsError as err:  # the builder's hint names its own CLI; add this command's spelling
+        raise TinyAssetsError(f"{err}\n(main_ppo: resrl_tiny.rebuild=true or resrl_tiny.data_dir=DIR)") from err
     print(f"[resrl] tiny task assets: {assets.data_dir}", flush=True)
     for key, attr in TINY_KEYS.items():
         if _select(config, key) == TINY_PLACEHOLDER:
