@@ -207,8 +207,9 @@ def summarise(args, times, peaks, device_name):
 
 
 def recipe_run(estimator, args, workdir):
-    """One CPU tiny-recipe training run; returns verl's per-step ``timing_s/step`` (first step = warm-up, dropped)."""
+    """One CPU tiny-recipe training run; returns its per-step metric records (first step = warm-up, dropped)."""
     out_dir = Path(workdir) / estimator
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
     ray_tmp = tempfile.mkdtemp(prefix="rb_", dir="/tmp")  # private Ray instance (short path: socket name limit)
     cmd = [sys.executable, "-m", "verl_resrl.main_ppo", f"+recipe={args.recipe}",
            f"algorithm.adv_estimator={estimator}", f"trainer.total_training_steps={args.steps}",
@@ -217,14 +218,36 @@ def recipe_run(estimator, args, workdir):
            *args.overrides]
     subprocess.run(cmd, check=True, timeout=args.timeout, cwd=workdir, stdout=subprocess.DEVNULL)
     records = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return [r["timing_s/step"] for r in records if "timing_s/step" in r][1:]
+    return [r for r in records if "timing_s/step" in r][1:]
+
+
+def phase_medians(records) -> dict[str, float]:
+    """Median of every verl phase timing and of ResRL's own seconds over the measured steps."""
+    keys = sorted({k for r in records for k in r if k.startswith("timing_s/") or k.endswith("_seconds")})
+    return {k: statistics.median(r[k] for r in records if k in r) for k in keys}
 
 
 def recipe_mode(args):
-    """GRPO then ResRL on the CPU tiny recipe, identical but for the estimator."""
+    """GRPO and ResRL on the CPU tiny recipe, identical but for the estimator, alternating ``--repeats`` times.
+
+    Besides the side-by-side ratio (sensitive to whatever else runs on the host between the runs), the ResRL run
+    reports the seconds its own code took inside the step (``resrl/worker_seconds``: capture + weights on the
+    slowest rank; ``resrl/driver_seconds``: re-partition + diagnostics), so ``attributable_step_time_ratio`` =
+    step / (step - those seconds) is measured under one and the same load.
+    """
+    runs = {"grpo": [], "resrl": []}
     with tempfile.TemporaryDirectory(prefix="resrl_overhead_") as workdir:
-        times = {name: recipe_run(name, args, workdir) for name in ("grpo", "resrl")}
-    return summarise(args, times, {"grpo": [None], "resrl": [None]}, device_name="cpu")
+        for repeat in range(args.repeats):
+            for name in ("grpo", "resrl") if repeat % 2 == 0 else ("resrl", "grpo"):
+                runs[name] += recipe_run(name, args, Path(workdir) / f"{repeat}")
+    result = summarise(args, {k: [r["timing_s/step"] for r in v] for k, v in runs.items()},
+                       {"grpo": [None], "resrl": [None]}, device_name="cpu")
+    result["phases_s"] = {name: phase_medians(records) for name, records in runs.items()}
+    own = [r.get("resrl/worker_seconds", 0.0) + r.get("resrl/driver_seconds", 0.0) for r in runs["resrl"]]
+    result["attributable_step_time_ratio"] = statistics.median(
+        r["timing_s/step"] / (r["timing_s/step"] - s) for r, s in zip(runs["resrl"], own)
+    )
+    return result
 
 
 def main(argv=None):
@@ -240,6 +263,7 @@ def main(argv=None):
     p.add_argument("--micro-batch", type=int, default=4)
     p.add_argument("--steps", type=int, default=4, help="measured steps per variant (model) / training steps (recipe)")
     p.add_argument("--recipe", default="resrl_tiny")
+    p.add_argument("--repeats", type=int, default=2, help="recipe mode: GRPO/ResRL run pairs (order alternates)")
     p.add_argument("--timeout", type=int, default=1800)
     p.add_argument("--out", help="also write the JSON result here")
     p.add_argument("overrides", nargs="*", help="recipe mode: extra Hydra overrides for both runs")
@@ -247,6 +271,9 @@ def main(argv=None):
     result = model_mode(args) if args.mode == "model" else recipe_mode(args)
     print(json.dumps({k: v for k, v in result.items() if k != "args"}, indent=2))
     print(f"step-time ratio ResRL/GRPO: {result['step_time_ratio']:.3f}")
+    if "attributable_step_time_ratio" in result:
+        print(f"attributable step-time ratio (ResRL's own seconds inside its steps): "
+              f"{result['attributable_step_time_ratio']:.4f}")
     if result["peak_memory_ratio"] is not None:
         print(f"peak-memory ratio ResRL/GRPO: {result['peak_memory_ratio']:.3f}")
     if args.out:

@@ -109,6 +109,10 @@ def test_two_training_steps_per_estimator(tmp_path, tiny_dir, estimator):
     if estimator == "resrl":
         # the ResRL trainer's statistics (groups, coverage, weights) are logged every step
         assert all(any(k.startswith("resrl/") for k in r) for r in records if "critic/score/mean" in r)
+        # ResRL's own seconds (the overhead benchmark's numerator) are measured every step, within the step
+        for r in (r for r in records if "critic/score/mean" in r):
+            for key in ("resrl/worker_seconds", "resrl/driver_seconds"):
+                assert 0.0 < r[key] < r["timing_s/step"], (key, r.get(key), r["timing_s/step"])
     if estimator == "w_reinforce":
         # W-REINFORCE (binary reward convention): advantages are +lambda or -1, never GRPO's normalised values
         step = next(r for r in records if "critic/advantages/max" in r)

@@ -15,6 +15,7 @@ subclass of verl's sync trainer ``PPOTrainerSync`` that changes three steps of `
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 
 import torch
@@ -24,6 +25,7 @@ from verl.trainer.ppo.v1 import PPOTrainerSync, get_trainer_cls
 from verl_resrl.algo_config import RESRL_ESTIMATOR, resrl_settings
 from verl_resrl.layout_probe import PROBE_CONFIG_KEY, run_layout_probe
 from verl_resrl.validation import with_paper_validation
+from verl_resrl.workers.resrl_engine import SECONDS_METRIC
 from verl_resrl.workers.resrl_groups import (
     POSITIVE_FIELD,
     SETTINGS_KEY,
@@ -153,6 +155,24 @@ def resrl_step_metrics(uids, positive, masks, weights, stats, min_pos_tokens: in
     return {METRIC_PREFIX + k: v for k, v in out.items()}
 
 
+def _numbers_under(obj, key: str):
+    """Every number stored under ``key`` anywhere in nested dicts/lists (verl gathers metrics into lists)."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from (_numbers_under(v, "") if k == key else _numbers_under(v, key))
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _numbers_under(v, key)
+    elif key == "" and isinstance(obj, (int, float)):
+        yield float(obj)
+
+
+def _worker_seconds(outputs) -> float:
+    """Slowest data-parallel rank's ResRL seconds in the old-log-prob pass, from the workers' reply metrics."""
+    values = [v for out in outputs for v in _numbers_under(getattr(out, "extra_info", None) or {}, SECONDS_METRIC)]
+    return max(values) if values else float("nan")
+
+
 class ResRLTrainer(PPOTrainerSync):
     """verl's sync v1 trainer with ResRL: whole-group balancing, weights in the old-log-prob pass, ResRL loss."""
 
@@ -184,6 +204,7 @@ class ResRLTrainer(PPOTrainerSync):
 
         original = list(batch.keys)
         batch = super()._balance_batch(batch, metrics, logging_prefix, keep_minibatch)
+        start = time.perf_counter()
         position = {key: i for i, key in enumerate(batch.keys)}
         known = set(original)
         canonical = [k for k in original if k in position] + [k for k in batch.keys if k not in known]
@@ -198,6 +219,7 @@ class ResRLTrainer(PPOTrainerSync):
         batch.reorder([position[canonical[i]] for part in parts for i in part])
         metrics.update(log_seqlen_unbalance(seqlen_list=seqlen, partitions=parts, prefix=logging_prefix))
         metrics[METRIC_PREFIX + "groups_split"] = float(split)
+        self._driver_seconds = time.perf_counter() - start
         return batch
 
     def _compute_old_log_prob(self, batch, metrics):
@@ -207,12 +229,28 @@ class ResRLTrainer(PPOTrainerSync):
             raise ValueError("algorithm.rollout_correction.bypass_mode=true skips the forward pass ResRL needs")
         settings = {"hidden_layer": self.hidden_layer, "config": asdict(self.resrl_config)}
         batch.extra_info[SETTINGS_KEY] = settings
+        worker_outputs = []
+        compute_log_prob = self.actor_rollout_wg.compute_log_prob
+
+        def keep_reply(*args, **kwargs):
+            """verl's call, keeping the workers' reply (verl drops it): its metrics carry ResRL's worker timing."""
+            reply = compute_log_prob(*args, **kwargs)
+            worker_outputs.append(reply)
+            return reply
+
+        self.actor_rollout_wg.compute_log_prob = keep_reply
         try:
             out = super()._compute_old_log_prob(batch, metrics)
         finally:
+            self.actor_rollout_wg.compute_log_prob = compute_log_prob
             batch.extra_info.pop(SETTINGS_KEY, None)
         out.extra_info.pop(SETTINGS_KEY, None)
+        start = time.perf_counter()
         step_metrics = self._resrl_metrics(out)
+        step_metrics[METRIC_PREFIX + "driver_seconds"] = getattr(self, "_driver_seconds", 0.0) + (
+            time.perf_counter() - start
+        )
+        step_metrics[SECONDS_METRIC] = _worker_seconds(worker_outputs)
         metrics.update(step_metrics)
         if self.config.trainer.get(PROBE_CONFIG_KEY) and not self._probe_done and step_metrics[
             METRIC_PREFIX + "groups_weighted"

@@ -20,6 +20,8 @@ same decoder) and under Ulysses (each rank sees its sequence slice).
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from verl.utils import tensordict_utils as tu
@@ -31,6 +33,8 @@ from verl_resrl.algos.resrl import ResRLConfig
 from .resrl_capture import LayerTap, flatten_padded, response_slices
 from .resrl_groups import SETTINGS_KEY, RowRecord, content_key, sequence_is_positive, shard_weight_fields
 
+SECONDS_METRIC = "resrl/worker_seconds"
+"""Metric (per data-parallel rank) of the old-log-prob pass: seconds of ResRL's own work on that rank."""
 ROW_INDEX_FIELD = "resrl_row_index"
 """Temporary tensor field: each row's index in the shard, carried through verl's micro-batching and its reordering."""
 
@@ -43,6 +47,7 @@ class _ShardStore:
 
     def __init__(self, size: int):
         self.rows: list[torch.Tensor | None] = [None] * size
+        self.seconds = 0.0  # time spent on ResRL's own work (cutting/storing states, weights): the overhead metric
 
     def put(self, row_index: torch.Tensor, hidden: list[torch.Tensor]) -> None:
         for i, h in zip(row_index.tolist(), hidden, strict=True):
@@ -83,8 +88,10 @@ class ResRLFSDPEngine(FSDPEngineWithLMHead):
         finally:
             self._resrl_capture = None
             del data[ROW_INDEX_FIELD]
+        start = time.perf_counter()
         rows = self._shard_rows(data, store.complete())
         output["model_output"].update(shard_weight_fields(rows, config, self.get_data_parallel_group()))
+        output["metrics"][SECONDS_METRIC] = store.seconds + time.perf_counter() - start
         return output
 
     def _shard_rows(self, data, hidden: list[torch.Tensor]) -> list[RowRecord]:
@@ -107,7 +114,9 @@ class ResRLFSDPEngine(FSDPEngineWithLMHead):
             loss, output = super().forward_step(micro_batch, loss_function, forward_only)
         if len(grabbed) != 1:
             raise RuntimeError(f"ResRL capture: the hooked module ran {len(grabbed)} times in one forward (expected 1)")
+        start = time.perf_counter()
         store.put(micro_batch[ROW_INDEX_FIELD], self._response_hidden(grabbed[0], micro_batch))
+        store.seconds += time.perf_counter() - start
         return loss, output
 
     def _response_hidden(self, captured: torch.Tensor, micro_batch) -> list[torch.Tensor]:
