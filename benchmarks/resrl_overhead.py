@@ -16,10 +16,14 @@ per step; CUDA only) and their ratios.
     python benchmarks/resrl_overhead.py --shape tiny --device cpu        # smoke run
 
 ``--mode recipe``: the CPU tiny recipe through verl's real trainer (``python -m verl_resrl.main_ppo
-+recipe=resrl_tiny``), once with ``algorithm.adv_estimator=grpo`` and once with ``resrl``, identical otherwise;
-step times come from verl's ``timing_s/step`` (the run's metrics.jsonl), the first step (warm-up) excluded.
++recipe=resrl_tiny``), with ``algorithm.adv_estimator=grpo`` and with ``resrl``, identical otherwise, ``--repeats``
+pairs in alternating order; step times come from verl's ``timing_s/step`` (the run's metrics.jsonl), the first step
+(warm-up) excluded. Two ratios: ``step_time_ratio`` (median ResRL step / median GRPO step, side by side; it also
+carries the two runs' different rollouts once their policies diverge) and ``attributable_step_time_ratio`` (per ResRL
+step: step / (step - ResRL's own seconds), from ``resrl/worker_seconds`` + ``resrl/driver_seconds``, so measured
+under one load). Per-phase medians (``timing_s/*``) of both estimators are printed too.
 
-    python benchmarks/resrl_overhead.py --mode recipe --steps 4
+    python benchmarks/resrl_overhead.py --mode recipe --steps 10 --repeats 2
 """
 
 from __future__ import annotations
