@@ -38,21 +38,6 @@ def tiny_dir():
     return ensure_tiny_assets(default_data_dir()).data_dir
 
 
-def _kill_leftovers(marker: str) -> None:
-    """SIGKILL every process whose command line names this run's private Ray temp dir (the run's own Ray)."""
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                cmdline = fh.read().decode(errors="replace")
-        except OSError:
-            continue
-        if marker in cmdline:
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except OSError:
-                pass
 
 
 def run_main(out_dir, tiny_dir, *overrides, env_extra=None, timeout=RUN_TIMEOUT_S):
@@ -79,7 +64,7 @@ def run_main(out_dir, tiny_dir, *overrides, env_extra=None, timeout=RUN_TIMEOUT_
         output, _ = proc.communicate()
         rc = None
     finally:
-        _kill_leftovers(ray_tmp)
+        kill_processes_naming(ray_tmp)
     metrics_path = os.path.join(out_dir, "metrics.jsonl")
     records = []
     if os.path.exists(metrics_path):
@@ -130,6 +115,7 @@ DYING_ROLLOUT = '''
 import os
 from verl.workers.rollout import base, replica
 from verl_resrl.workers.hf_rollout import HFRolloutReplica, HFRolloutServer
+from process_cleanup import kill_processes_naming
 
 
 class DyingServer(HFRolloutServer):

@@ -24,6 +24,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "launch"))
 import submit_job  # noqa: E402
 import sweep  # noqa: E402
+from process_cleanup import kill_processes_naming
 
 VENV_BIN = os.path.dirname(sys.executable)
 JOB_TIMEOUT_S = 900
@@ -129,15 +130,6 @@ def _free_range(width: int) -> int:
     raise RuntimeError("no free worker port range")
 
 
-def kill_processes_naming(marker: str) -> None:
-    """SIGKILL every process whose command line contains ``marker`` (a private temp dir: only ours)."""
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                if marker.encode() in fh.read():
-                    os.kill(int(pid), signal.SIGKILL)
-        except OSError:
-            pass
 
 
 class LocalRayHead:

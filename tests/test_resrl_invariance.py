@@ -12,6 +12,7 @@ import torch
 
 from verl_resrl.trainer import resrl_step_metrics, whole_group_partition
 from verl_resrl.workers.resrl_groups import STATS_COLUMNS
+from process_cleanup import kill_processes_naming
 
 
 def random_batch(rng, groups, n_choices=(2, 4), pad=0):
@@ -115,18 +116,6 @@ E2E_TIMEOUT_S = 600
 WEIGHT_TOLERANCE = 1e-5
 
 
-def _kill_run_processes(marker: str) -> None:
-    """SIGKILL the processes of this run (their command line names the run's private Ray temp dir)."""
-    import os
-    import signal
-
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                if marker.encode() in fh.read():
-                    os.kill(int(pid), signal.SIGKILL)
-        except OSError:
-            continue
 
 
 def run_tiny_recipe(out_dir, *overrides, steps=2):
@@ -151,7 +140,7 @@ def run_tiny_recipe(out_dir, *overrides, steps=2):
         os.killpg(proc.pid, signal.SIGKILL)
         output, rc = proc.communicate()[0], None
     finally:
-        _kill_run_processes(ray_tmp)
+        kill_processes_naming(ray_tmp)
     path = os.path.join(out_dir, "metrics.jsonl")
     records = [json.loads(line) for line in open(path) if line.strip()] if os.path.exists(path) else []
     return rc, output, records

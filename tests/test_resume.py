@@ -18,6 +18,7 @@ import time
 
 import pandas as pd
 import pytest
+from process_cleanup import kill_processes_naming
 
 pytestmark = pytest.mark.e2e
 
@@ -33,15 +34,6 @@ def tiny_dir():
     return ensure_tiny_assets(default_data_dir()).data_dir
 
 
-def _kill_processes_naming(marker: str) -> None:
-    """SIGKILL every process whose command line contains ``marker`` (a private temp dir: only ours)."""
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                if marker.encode() in fh.read():
-                    os.kill(int(pid), signal.SIGKILL)
-        except OSError:
-            pass
 
 
 def _logged_steps(progress_dir) -> list[int]:
@@ -75,7 +67,7 @@ def _stop(proc, ray_tmp, log) -> str:
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    _kill_processes_naming(ray_tmp)
+    kill_processes_naming(ray_tmp)
     log.close()
     with open(log.name) as fh:
         output = fh.read()
