@@ -199,11 +199,15 @@ def model_mode(args):
                      else "cpu")
 
 
+RECIPE_ARGS = ("mode", "steps", "recipe", "repeats", "timeout", "out", "overrides")  # what recipe mode reads
+
+
 def summarise(args, times, peaks, device_name):
     med = {k: statistics.median(v) for k, v in times.items()}
     peak = {k: max(v) if v and None not in v else None for k, v in peaks.items()}
     return {
-        "mode": args.mode, "shape": getattr(args, "shape", None), "device": device_name, "args": vars(args),
+        "mode": args.mode, "shape": args.shape if args.mode == "model" else None, "device": device_name,
+        "args": {k: v for k, v in vars(args).items() if args.mode == "model" or k in RECIPE_ARGS},
         "step_time_s": med, "step_time_ratio": med["resrl"] / med["grpo"],
         "peak_memory_bytes": peak, "peak_memory_ratio": peak["resrl"] / peak["grpo"] if peak["grpo"] else None,
         "samples": {k: len(v) for k, v in times.items()},
