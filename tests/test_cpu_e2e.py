@@ -14,6 +14,7 @@ import tempfile
 import time
 
 import pytest
+from process_cleanup import kill_processes_naming
 
 pytestmark = pytest.mark.e2e
 
@@ -115,7 +116,6 @@ DYING_ROLLOUT = '''
 import os
 from verl.workers.rollout import base, replica
 from verl_resrl.workers.hf_rollout import HFRolloutReplica, HFRolloutServer
-from process_cleanup import kill_processes_naming
 
 
 class DyingServer(HFRolloutServer):
