@@ -9,31 +9,13 @@ import pytest
 
 from verl_resrl.rewards.code import score
 from verl_resrl.rewards.sandbox import SandboxLimits, isolation_available, resolve_isolation, run_program
+from process_cleanup import assert_nothing_left, sandbox_processes
 
 ADD = "a, b = map(int, input().split())\nprint(a + b)\n"
 TESTS = [{"input": "1 2\n", "output": "3\n"}, {"input": "10 -4\n", "output": "6"}, {"input": "0 0", "output": "0"}]
 NAMESPACE_LEVELS = [lvl for lvl in ("full", "userns") if isolation_available(lvl)]
 
 
-def sandbox_processes() -> int:
-    """Processes on this host still running the sandbox launcher (or anything it forked)."""
-    count = 0
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                    count += b"sandbox_launcher.py" in fh.read()
-            except OSError:
-                pass
-    return count
-
-
-def assert_nothing_left(deadline_s: float = 3.0):
-    """Every sandboxed process is gone shortly after the run returned."""
-    end = time.monotonic() + deadline_s
-    while sandbox_processes() and time.monotonic() < end:
-        time.sleep(0.05)
-    assert sandbox_processes() == 0
 
 
 def test_all_tests_pass():

@@ -13,6 +13,7 @@ import pytest
 
 from verl_resrl.rewards.pool import VerifierPool, normalize_item
 from verl_resrl.rewards.worker_process import KILL_MARGIN_S, VerifierProcess
+from process_cleanup import assert_nothing_left, sandbox_processes
 
 TIMEOUT_S = 1.5
 TOUCHED = f"/tmp/resrl-pwned-{uuid.uuid4().hex}"
@@ -83,24 +84,6 @@ HOSTILE = [
 ]
 
 
-def sandbox_processes() -> int:
-    """Processes still running the sandbox launcher (or anything forked from it)."""
-    count = 0
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                    count += b"sandbox_launcher.py" in fh.read()
-            except OSError:
-                pass
-    return count
-
-
-def assert_nothing_left(deadline_s: float = 5.0):
-    end = time.monotonic() + deadline_s
-    while sandbox_processes() and time.monotonic() < end:
-        time.sleep(0.05)
-    assert sandbox_processes() == 0
 
 
 @pytest.fixture(scope="module")
