@@ -94,6 +94,19 @@ def test_tiny_placeholders_are_replaced_and_explicit_paths_kept(tiny_config, mon
     assert tiny_config.actor_rollout_ref.model.path == "/m"
 
 
+def test_a_refused_tiny_directory_names_it_and_this_commands_spelling(tiny_config, tmp_path):
+    """A user's folder (files, no marker of ours) is refused before anything is built, with main_ppo's own keys."""
+    from verl_resrl.launcher import prepare_tiny_assets
+    from verl_resrl.tiny.build import TinyAssetsError
+
+    (tmp_path / "notes.txt").write_text("mine")
+    tiny_config.resrl_tiny.data_dir = str(tmp_path)
+    with pytest.raises(TinyAssetsError) as err:
+        prepare_tiny_assets(tiny_config)
+    assert str(tmp_path) in str(err.value) and "resrl_tiny.data_dir=DIR picks another folder" in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # nothing added to the user's folder
+
+
 def test_output_folders_become_absolute(tiny_config, clean_env, tmp_path, monkeypatch):
     from verl_resrl.launcher import absolutize_outputs
 

@@ -137,7 +137,8 @@ def prepare_tiny_assets(config) -> None:
     try:
         assets = ensure_tiny_assets(data_dir, rebuild=bool(_select(config, "resrl_tiny.rebuild", False)))
     except TinyAssetsError as err:  # the builder's hint names its own CLI; add this command's spelling
-        raise TinyAssetsError(f"{err}\n(main_ppo: resrl_tiny.rebuild=true or resrl_tiny.data_dir=DIR)") from err
+        raise TinyAssetsError(f"{err}\n(main_ppo: resrl_tiny.data_dir=DIR picks another folder; "
+                              "resrl_tiny.rebuild=true replaces a build of ours)") from err
     print(f"[resrl] tiny task assets: {assets.data_dir}", flush=True)
     for key, attr in TINY_KEYS.items():
         if _select(config, key) == TINY_PLACEHOLDER:
