@@ -39,8 +39,6 @@ def tiny_dir():
     return ensure_tiny_assets(default_data_dir()).data_dir
 
 
-
-
 def run_main(out_dir, tiny_dir, *overrides, env_extra=None, timeout=RUN_TIMEOUT_S):
     """Run the tiny recipe for 2 steps; returns (returncode or None on timeout, output, metric records, seconds)."""
     ray_tmp = tempfile.mkdtemp(prefix="rt_", dir="/tmp")  # short: Ray's socket paths must stay < 108 bytes

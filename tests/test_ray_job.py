@@ -130,8 +130,6 @@ def _free_range(width: int) -> int:
     raise RuntimeError("no free worker port range")
 
 
-
-
 class LocalRayHead:
     """`ray start --head --block` on 127.0.0.1: private temp dir, free ports, private token; stopped by pid."""
 

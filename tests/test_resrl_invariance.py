@@ -116,8 +116,6 @@ E2E_TIMEOUT_S = 600
 WEIGHT_TOLERANCE = 1e-5
 
 
-
-
 def run_tiny_recipe(out_dir, *overrides, steps=2):
     """One resrl_tiny run in its own session and Ray temp dir; returns (rc or None on timeout, output, records)."""
     import json

@@ -34,8 +34,6 @@ def tiny_dir():
     return ensure_tiny_assets(default_data_dir()).data_dir
 
 
-
-
 def _logged_steps(progress_dir) -> list[int]:
     """Training steps in the run's metrics file (lines holding the step's reward)."""
     path = os.path.join(progress_dir, "metrics.jsonl")

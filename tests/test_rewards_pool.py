@@ -84,8 +84,6 @@ HOSTILE = [
 ]
 
 
-
-
 @pytest.fixture(scope="module")
 def pool():
     with VerifierPool(num_workers=2, timeout_s=TIMEOUT_S) as p:
