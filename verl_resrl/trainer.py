@@ -182,6 +182,7 @@ class ResRLTrainer(PPOTrainerSync):
         node = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
         self.resrl_config, self.hidden_layer = resrl_settings(node)
         self._probe_done = False
+        self._driver_seconds = 0.0  # ResRL's own driver work in this step's _balance_batch, read by the next pass
 
     def _setup(self):
         """verl's setup, then the ResRL loss on the actor workers (verl's seam: ``set_loss_fn``)."""
@@ -247,9 +248,8 @@ class ResRLTrainer(PPOTrainerSync):
         out.extra_info.pop(SETTINGS_KEY, None)
         start = time.perf_counter()
         step_metrics = self._resrl_metrics(out)
-        step_metrics[METRIC_PREFIX + "driver_seconds"] = getattr(self, "_driver_seconds", 0.0) + (
-            time.perf_counter() - start
-        )
+        step_metrics[METRIC_PREFIX + "driver_seconds"] = self._driver_seconds + time.perf_counter() - start
+        self._driver_seconds = 0.0  # counted once, even if a later step skips the re-partition
         step_metrics[SECONDS_METRIC] = _worker_seconds(worker_outputs)
         metrics.update(step_metrics)
         if self.config.trainer.get(PROBE_CONFIG_KEY) and not self._probe_done and step_metrics[

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 
 DATA_SOURCE = "resrl_tiny/arith"
 ABILITY = "math"
-SPLITS = ("val", "train", "sft")
 
 
 @dataclass(frozen=True)
