@@ -142,12 +142,36 @@ def test_warm_start_beats_a_model_trained_from_scratch(short):
     assert short.facts["greedy_accuracy"] == pytest.approx(warm["greedy_accuracy"])
 
 
+def test_warm_start_mixes_styles_at_the_configured_rate(micro):
+    """Each SFT example is direct with probability direct_answer_fraction, drawn independently of the problem."""
+    tokenizer = AutoTokenizer.from_pretrained(micro.model_dir)
+    problems = task.generate_splits(task.ArithTaskConfig(num_val=0, num_train=0, num_sft=2000))["sft"]
+
+    def direct_share(fraction, seed=0):
+        cfg = warmstart.WarmStartConfig(direct_answer_fraction=fraction, seed=seed)
+        responses = [tokenizer.decode([t for t in labels if t >= 0], skip_special_tokens=True)
+                     for _, labels in warmstart.sft_examples(tokenizer, problems, cfg)]
+        for problem, response in zip(problems, responses):
+            assert response in (problem.solution(), problem.direct_solution())
+        return [r == p.direct_solution() for p, r in zip(problems, responses)]
+
+    assert not any(direct_share(0.0)) and all(direct_share(1.0))
+    half = direct_share(0.5)
+    assert abs(sum(half) / len(half) - 0.5) < 0.05  # 2000 draws: 4.5 standard deviations
+    assert direct_share(0.5) == half and direct_share(0.5, seed=1) != half  # seeded
+    # independent of the problem: the share is the same on 2-term and on 4-term problems
+    by_terms = {n: [d for p, d in zip(problems, half) if len(p.operands) == n] for n in (2, 4)}
+    assert all(abs(sum(v) / len(v) - 0.5) < 0.1 for v in by_terms.values())
+
+
 @pytest.mark.parametrize(
     "make, field",
     [
         (lambda: warmstart.WarmStartConfig(lr=0.0), "lr"),
         (lambda: warmstart.WarmStartConfig(steps=-1), "steps"),
         (lambda: warmstart.WarmStartConfig(batch_size=0), "batch_size"),
+        (lambda: warmstart.WarmStartConfig(direct_answer_fraction=1.5), "direct_answer_fraction"),
+        (lambda: warmstart.WarmStartConfig(direct_answer_fraction=-0.1), "direct_answer_fraction"),
         (lambda: warmstart.EvalConfig(samples_per_prompt=0), "samples_per_prompt"),
         (lambda: warmstart.EvalConfig(temperature=0.0), "temperature"),
     ],

@@ -54,6 +54,29 @@ def test_problems_respect_the_config_and_answers_are_right():
         assert len(lines) == len(problem.operands)
 
 
+def test_direct_solution_is_the_answer_line_alone():
+    for problem in task.generate_splits(SMALL)["val"]:
+        assert problem.direct_solution() == problem.solution().split("\n")[-1]
+        assert task.shows_work(problem.solution()) and not task.shows_work(problem.direct_solution())
+
+
+@pytest.mark.parametrize(
+    "response, worked",
+    [
+        ("3+4=7\nAnswer: 7", True),
+        ("3+4=8\nAnswer: 8", True),  # wrong working is still working
+        (" 12-9=3 \nAnswer: 3", True),
+        ("Answer: 7", False),
+        ("3+4\nAnswer: 7", False),  # no equation
+        ("x=7\nAnswer: 7", False),
+        ("", False),
+    ],
+)
+def test_shows_work_and_the_reward_report_it(response, worked):
+    assert task.shows_work(response) is worked
+    assert compute_score("resrl_tiny/arith", response, "7")["worked"] == (1.0 if worked else 0.0)
+
+
 def test_verl_parquet_schema(tmp_path):
     problems = task.generate_splits(SMALL)["val"]
     path = tmp_path / "val.parquet"

@@ -35,7 +35,7 @@ MARKER = "resrl_tiny_build.json"
 LOCK = ".resrl_tiny_build.lock"  # serialises concurrent builders of one directory (flock)
 TMP_PREFIX = ".resrl_tiny_tmp-"  # staging folders of (possibly interrupted) builds of ours
 BUILT_ENTRIES = ("model", "train.parquet", "val.parquet")
-BUILD_FORMAT = 2  # bump when the build code changes what a given set of settings produces
+BUILD_FORMAT = 3  # bump when the build code changes what a given set of settings produces
 
 
 class TinyAssetsError(RuntimeError):
@@ -207,7 +207,7 @@ def build_into(out_dir: str, settings: TinyBuildSettings) -> dict:
     from .tokenizer import save_tokenizer
 
     start = time.perf_counter()
-    _log(f"building the tiny task into {out_dir} ({settings.warmstart.steps} warm-start steps, ~1 min on 2 cores)")
+    _log(f"building the tiny task into {out_dir} ({settings.warmstart.steps} warm-start steps, ~1.5 min on 2 cores)")
     splits = task.generate_splits(settings.task)
     task.write_parquet(splits["train"], "train", os.path.join(out_dir, "train.parquet"))
     task.write_parquet(splits["val"], "val", os.path.join(out_dir, "val.parquet"))
@@ -220,7 +220,8 @@ def build_into(out_dir: str, settings: TinyBuildSettings) -> dict:
     warm = warmstart.evaluate(model, tokenizer, splits["val"], is_correct, settings.eval)
     tiny_model.save_model(model, model_dir)
     _log(f"warm start: greedy accuracy {warm['greedy_accuracy']:.3f}, sampled {warm['sampled_accuracy']:.3f} "
-         f"(T={settings.eval.temperature}) on {len(splits['val'])} validation prompts")
+         f"(T={settings.eval.temperature}) on {len(splits['val'])} validation prompts; worked style in "
+         f"{warm['greedy_worked_fraction']:.0%} of greedy and {warm['sampled_worked_fraction']:.0%} of sampled responses")
 
     max_prompt, max_response = warmstart.example_token_lengths(tokenizer, splits["val"] + splits["train"])
     return {

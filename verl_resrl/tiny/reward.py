@@ -18,13 +18,14 @@ from __future__ import annotations
 from verl_resrl.rewards.math import score as math_score
 
 # absolute import: verl may load this module from its file path (custom_reward_function.path), outside the package
-from verl_resrl.tiny.task import DATA_SOURCE
+from verl_resrl.tiny.task import DATA_SOURCE, shows_work
 
 
 def compute_score(data_source, solution_str, ground_truth, extra_info=None, reward_convention="signed", **kwargs):
     """Score one response with the project's math verifier (``Answer:`` line, DAPO convention).
 
-    Returns ``{"score": reward, "acc": 1.0|0.0, "pred": extracted answer or None, "reason": verdict}``;
+    Returns ``{"score": reward, "acc": 1.0|0.0, "pred": extracted answer or None, "reason": verdict, "worked": 1.0|0.0}``
+    (``worked``: the response shows worked lines, logged as ``val-aux/resrl_tiny/arith/worked/mean@N``);
     ``reward_convention`` "signed" gives +1/-1 (DAPO, ResRL reference), "binary" 1/0 (NSR/W-REINFORCE).
     Other keyword arguments verl may pass (``reward_router_address``, ...) are accepted and unused.
     """
@@ -38,6 +39,7 @@ def compute_score(data_source, solution_str, ground_truth, extra_info=None, rewa
         "acc": 1.0 if result["reason"] == "correct" else 0.0,
         "pred": result["answer"],
         "reason": result["reason"],
+        "worked": 1.0 if shows_work(solution_str) else 0.0,
     }
 
 

@@ -9,6 +9,8 @@ the tiny task and the reference math recipe)::
     3+3=6
     Answer: 6
 
+The warm start also shows the model direct responses (``Answer: 6`` alone) for part of its examples; see warmstart.py.
+
 Everything is generated locally from one seeded stream (no download), in this order: ``val`` (distinct problems),
 ``train`` (the RL prompts: distinct, none of them in ``val``) and ``sft`` (the warm-start examples: i.i.d. draws that
 are not in ``val``; they may repeat and may coincide with RL prompts, as in the usual SFT-then-RL pipeline). No
@@ -20,6 +22,7 @@ family with few members runs out in ``train``: with the defaults there are only 
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 
 DATA_SOURCE = "resrl_tiny/arith"
@@ -84,6 +87,10 @@ class ArithProblem:
     def question(self) -> str:
         return f"Compute {self.expression}."
 
+    def direct_solution(self) -> str:
+        """The response without working: just ``Answer: <integer>`` (a warm-start style, see warmstart.py)."""
+        return f"Answer: {self.answer}"
+
     def solution(self) -> str:
         """The worked response: one ``a op b=c`` line per step, then ``Answer: <integer>``."""
         lines, left = [], self.operands[0]
@@ -140,6 +147,14 @@ def _draw(rng: random.Random, cfg: ArithTaskConfig, count: int, *, exclude: set,
             seen.add(_key(problem))
         problems.append(problem)
     return problems
+
+
+_WORKED_LINE = re.compile(r"-?\d+[+-]\d+=-?\d+")
+
+
+def shows_work(response: str) -> bool:
+    """Whether ``response`` has at least one worked ``a op b=c`` line (the worked style, right or wrong)."""
+    return any(_WORKED_LINE.fullmatch(line.strip()) for line in response.splitlines())
 
 
 def prompt_messages(problem: ArithProblem) -> list[dict[str, str]]:

@@ -4,6 +4,16 @@ A randomly initialised model never writes a correct ``Answer:`` line, so every G
 advantages zero (verl-rollout-seams.md §6: "Rewards were all 0"). A short SFT on worked solutions gives a model that
 is right on part of the prompts and wrong on others under sampling, so RL has signal both ways. The loss covers only
 the assistant tokens (the response and its closing ``<|im_end|>``), like verl's SFT trainer.
+
+Two response styles, as in a base model's pre-training data: a fraction ``direct_answer_fraction`` of the warm-start
+examples (drawn at random, independently of the problem) is the bare ``Answer: <integer>``, the rest the worked lines.
+The warm-started model then mixes both styles on any prompt, and the worked style is right far more often: a 1M-parameter
+model can add two digits per line but not a chain of four at once. Which style to use is one decision shared by all
+prompts, so what RL learns about it on the training prompts carries over to held-out ones: RL post-training amplifies
+the better of the behaviours the model already has (Zhao et al. 2025, "Echo Chamber: RL Post-training Amplifies
+Behaviors Learned in Pretraining", arXiv 2504.07912). Without it, 40 CPU steps move held-out accuracy by no more than
+the noise between validations: the only errors left are per-fact arithmetic slips, and RL fixes those one prompt at a
+time (docs/cpu_path.md, "Measured").
 """
 
 from __future__ import annotations
@@ -17,7 +27,7 @@ from typing import Callable
 
 import torch
 
-from .task import ArithProblem, prompt_messages
+from .task import ArithProblem, prompt_messages, shows_work
 
 IGNORE_INDEX = -100  # label value ignored by the cross-entropy (PyTorch's default ignore_index)
 LOG_EVERY = 50  # steps between progress lines of the warm start
@@ -27,7 +37,7 @@ LOG_EVERY = 50  # steps between progress lines of the warm start
 class WarmStartConfig:
     """Optimiser and schedule of the warm start (AdamW with linear warm-up and cosine decay to 10%)."""
 
-    steps: int = 350  # ~45 s on 2 idle cores; chosen for ~20-50% sampled accuracy (docs/tiny_task.md)
+    steps: int = 700  # ~90 s on 2 idle cores; 350 left the worked style (half the examples) too weak (tiny_task.md)
     batch_size: int = 32
     lr: float = 3e-3  # a 1M-parameter model trained from scratch tolerates a large rate
     warmup_steps: int = 20
@@ -35,11 +45,17 @@ class WarmStartConfig:
     grad_clip: float = 1.0
     seed: int = 0  # order of the SFT batches
     num_threads: int = 2  # the machine's cores (cpu-findings.md); restored afterwards
+    # share of examples answered without working (module docstring); 0 trains the worked style only
+    direct_answer_fraction: float = 0.5
 
     def __post_init__(self):
         _require_positive(self, "batch_size", "warmup_steps", "num_threads", "lr")
         if self.steps < 0:
             raise ValueError(f"WarmStartConfig.steps must be >= 0, got {self.steps}")
+        if not 0.0 <= self.direct_answer_fraction <= 1.0:
+            raise ValueError(
+                f"WarmStartConfig.direct_answer_fraction must be in [0, 1], got {self.direct_answer_fraction!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -70,15 +86,24 @@ def prompt_ids(tokenizer, problem: ArithProblem) -> list[int]:
     return list(rendered["input_ids"] if hasattr(rendered, "keys") else rendered)
 
 
-def response_ids(tokenizer, problem: ArithProblem) -> list[int]:
-    """The gold worked solution followed by ``<|im_end|>`` (the EOS the rollout stops at)."""
-    return tokenizer.encode(problem.solution(), add_special_tokens=False) + [tokenizer.eos_token_id]
+def response_ids(tokenizer, problem: ArithProblem, worked: bool = True) -> list[int]:
+    """The gold worked (or direct) solution followed by ``<|im_end|>`` (the EOS the rollout stops at)."""
+    text = problem.solution() if worked else problem.direct_solution()
+    return tokenizer.encode(text, add_special_tokens=False) + [tokenizer.eos_token_id]
 
 
-def encode_example(tokenizer, problem: ArithProblem) -> tuple[list[int], list[int]]:
+def encode_example(tokenizer, problem: ArithProblem, worked: bool = True) -> tuple[list[int], list[int]]:
     """Token ids of prompt+response and the labels (IGNORE_INDEX on the prompt)."""
-    prompt, response = prompt_ids(tokenizer, problem), response_ids(tokenizer, problem)
+    prompt, response = prompt_ids(tokenizer, problem), response_ids(tokenizer, problem, worked)
     return prompt + response, [IGNORE_INDEX] * len(prompt) + response
+
+
+def sft_examples(tokenizer, problems: list[ArithProblem], cfg: WarmStartConfig) -> list[tuple[list[int], list[int]]]:
+    """One encoded example per problem, each direct with probability ``cfg.direct_answer_fraction`` (seeded)."""
+    style_rng = random.Random(f"{cfg.seed}:style")  # its own stream: the batch order does not move the styles
+    return [
+        encode_example(tokenizer, p, worked=style_rng.random() >= cfg.direct_answer_fraction) for p in problems
+    ]
 
 
 def collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -121,7 +146,7 @@ def train(
     ``log`` (optional) receives a progress line every ``LOG_EVERY`` steps."""
     if not problems:
         raise ValueError("warm start needs at least one SFT problem (ArithTaskConfig.num_sft is 0)")
-    examples = [encode_example(tokenizer, p) for p in problems]
+    examples = sft_examples(tokenizer, problems, cfg)
     rng = random.Random(cfg.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, cfg))
@@ -205,9 +230,24 @@ def evaluate(
         "sampled_accuracy": sum(per_prompt) / (len(problems) * cfg.samples_per_prompt),
         # prompts whose samples are neither all right nor all wrong: where GRPO-style advantages are non-zero
         "mixed_prompt_fraction": sum(0 < k < cfg.samples_per_prompt for k in per_prompt) / len(problems),
+        # the two warm-start styles (module docstring): how often each decode shows work, and how often each is right
+        "greedy_worked_fraction": sum(map(shows_work, greedy)) / len(problems),
+        **_style_accuracies([r for rs in sampled for r in rs], [h for hs in sample_hits for h in hs]),
         "eval_prompts": len(problems),
         "eval_temperature": cfg.temperature,
         "eval_samples_per_prompt": cfg.samples_per_prompt,
+    }
+
+
+def _style_accuracies(responses: list[str], hits: list[bool]) -> dict:
+    """Share of worked ``responses`` and the accuracy within each style (None for a style never produced)."""
+    worked = [shows_work(r) for r in responses]
+    worked_hits = [h for w, h in zip(worked, hits) if w]
+    direct_hits = [h for w, h in zip(worked, hits) if not w]
+    return {
+        "sampled_worked_fraction": sum(worked) / len(responses),
+        "sampled_accuracy_worked": sum(worked_hits) / len(worked_hits) if worked_hits else None,
+        "sampled_accuracy_direct": sum(direct_hits) / len(direct_hits) if direct_hits else None,
     }
 
 
