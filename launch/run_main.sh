@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's main command: sets up .venv if needed, then trains ResRL.
-# CPU machine: the tiny recipe (builds its model and data locally; measured 6.6 min on 2 cores, set-up included).
+# CPU machine: the tiny recipe (builds its model and data locally; measured 6.7 min on 2 cores, set-up included).
 # GPU machine: the paper's recipe (Qwen3-4B on DAPO-Math-17k; downloads by name).
 # Extra arguments are Hydra overrides, e.g. `bash launch/run_main.sh trainer.total_training_steps=5`.
 set -euo pipefail
