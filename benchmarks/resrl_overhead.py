@@ -21,7 +21,9 @@ pairs in alternating order; step times come from verl's ``timing_s/step`` (the r
 (warm-up) excluded. Two ratios: ``step_time_ratio`` (median ResRL step / median GRPO step, side by side; it also
 carries the two runs' different rollouts once their policies diverge) and ``attributable_step_time_ratio`` (per ResRL
 step: step / (step - ResRL's own seconds), from ``resrl/worker_seconds`` + ``resrl/driver_seconds``, so measured
-under one load). Per-phase medians (``timing_s/*``) of both estimators are printed too.
+under one load), and ``per_token_step_time_ratio`` (the same as the first, per token of the step: the two runs'
+responses differ in length once their policies diverge). Per-phase medians (``timing_s/*``, ``timing_per_token_ms/*``)
+and the token counts of both estimators are recorded too.
 
     python benchmarks/resrl_overhead.py --mode recipe --steps 10 --repeats 2
 """
@@ -231,7 +233,9 @@ def recipe_run(estimator, args, workdir):
 
 def phase_medians(records) -> dict[str, float]:
     """Median of every verl phase timing and of ResRL's own seconds over the measured steps."""
-    keys = sorted({k for r in records for k in r if k.startswith("timing_s/") or k.endswith("_seconds")})
+    keys = sorted({k for r in records for k in r
+                   if k.startswith(("timing_s/", "timing_per_token_ms/")) or k.endswith("_seconds")
+                   or k in ("response_length/mean", "perf/total_num_tokens")})
     return {k: statistics.median(r[k] for r in records if k in r) for k in keys}
 
 
@@ -251,6 +255,9 @@ def recipe_mode(args):
     result = summarise(args, {k: [r["timing_s/step"] for r in v] for k, v in runs.items()},
                        {"grpo": [None], "resrl": [None]}, device_name="cpu")
     result["phases_s"] = {name: phase_medians(records) for name, records in runs.items()}
+    per_token = {k: statistics.median(r["timing_s/step"] / r["perf/total_num_tokens"] for r in v)
+                 for k, v in runs.items()}
+    result["per_token_step_time_ratio"] = per_token["resrl"] / per_token["grpo"]
     own = [r.get("resrl/worker_seconds", 0.0) + r.get("resrl/driver_seconds", 0.0) for r in runs["resrl"]]
     result["attributable_step_time_ratio"] = statistics.median(
         r["timing_s/step"] / (r["timing_s/step"] - s) for r, s in zip(runs["resrl"], own)
@@ -279,6 +286,9 @@ def main(argv=None):
     result = model_mode(args) if args.mode == "model" else recipe_mode(args)
     print(json.dumps({k: v for k, v in result.items() if k != "args"}, indent=2))
     print(f"step-time ratio ResRL/GRPO: {result['step_time_ratio']:.3f}")
+    if "per_token_step_time_ratio" in result:
+        print(f"per-token step-time ratio (step seconds / tokens in the step): "
+              f"{result['per_token_step_time_ratio']:.4f}")
     if "attributable_step_time_ratio" in result:
         print(f"attributable step-time ratio (ResRL's own seconds inside its steps): "
               f"{result['attributable_step_time_ratio']:.4f}")

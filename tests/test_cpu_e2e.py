@@ -84,6 +84,9 @@ def assert_two_finite_training_steps(rc, output, records):
     # the rollout's log-probs are compared with the actor's own recompute every step
     assert any(k.startswith("training/rollout_probs_diff") for k in steps[0]), sorted(steps[0])[:50]
     assert "validation accuracy at end" in output
+    # the validation at step 2 logs the tiny reward's accuracy and worked share (verl's val-core / val-aux metrics)
+    val = [r for r in records if "val-core/resrl_tiny/arith/acc/mean@1" in r]
+    assert val and all(0.0 <= r["val-aux/resrl_tiny/arith/worked/mean@1"] <= 1.0 for r in val), sorted(records[-1])
 
 
 @pytest.mark.parametrize("estimator", ["resrl", "grpo", "w_reinforce"])
