@@ -221,7 +221,8 @@ def build_into(out_dir: str, settings: TinyBuildSettings) -> dict:
     tiny_model.save_model(model, model_dir)
     _log(f"warm start: greedy accuracy {warm['greedy_accuracy']:.3f}, sampled {warm['sampled_accuracy']:.3f} "
          f"(T={settings.eval.temperature}) on {len(splits['val'])} validation prompts; worked style in "
-         f"{warm['greedy_worked_fraction']:.0%} of greedy and {warm['sampled_worked_fraction']:.0%} of sampled responses")
+         f"{warm['greedy_worked_fraction']:.0%} of greedy and {warm['sampled_worked_fraction']:.0%} of sampled "
+         "responses")
 
     max_prompt, max_response = warmstart.example_token_lengths(tokenizer, splits["val"] + splits["train"])
     return {

@@ -24,8 +24,9 @@ from verl_resrl.tiny.task import DATA_SOURCE, shows_work
 def compute_score(data_source, solution_str, ground_truth, extra_info=None, reward_convention="signed", **kwargs):
     """Score one response with the project's math verifier (``Answer:`` line, DAPO convention).
 
-    Returns ``{"score": reward, "acc": 1.0|0.0, "pred": extracted answer or None, "reason": verdict, "worked": 1.0|0.0}``
-    (``worked``: the response shows worked lines, logged as ``val-aux/resrl_tiny/arith/worked/mean@N``);
+    Returns ``{"score": reward, "acc": 1.0|0.0, "pred": extracted answer or None, "reason": verdict,
+    "worked": 1.0|0.0}`` (``worked``: the response shows worked lines, logged as
+    ``val-aux/resrl_tiny/arith/worked/mean@N``);
     ``reward_convention`` "signed" gives +1/-1 (DAPO, ResRL reference), "binary" 1/0 (NSR/W-REINFORCE).
     Other keyword arguments verl may pass (``reward_router_address``, ...) are accepted and unused.
     """
