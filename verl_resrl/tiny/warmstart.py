@@ -11,9 +11,9 @@ The warm-started model then mixes both styles on any prompt, and the worked styl
 default build: 0.37 vs 0.22): a 1M-parameter model can add two digits per line but not a chain of four at once.
 Which style to use is one decision shared by all prompts, so what RL learns about it on the training prompts carries
 over to held-out ones: RL post-training amplifies the better of the behaviours the model already has (Zhao et al.
-2025, "Echo Chamber: RL Post-training Amplifies Behaviors Learned in Pretraining", arXiv 2504.07912). Without it, 40 CPU steps move held-out accuracy by no more than
-the noise between validations: the only errors left are per-fact arithmetic slips, and RL fixes those one prompt at a
-time (docs/cpu_path.md, "Measured").
+2025, "Echo Chamber: RL Post-training Amplifies Behaviors Learned in Pretraining", arXiv 2504.07912). Without it,
+40 CPU steps move held-out accuracy by no more than the noise between validations: the only errors left are per-fact
+arithmetic slips, and RL fixes those one prompt at a time (docs/cpu_path.md, "Measured").
 """
 
 from __future__ import annotations
