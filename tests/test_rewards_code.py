@@ -9,7 +9,7 @@ import pytest
 
 from verl_resrl.rewards.code import score
 from verl_resrl.rewards.sandbox import SandboxLimits, isolation_available, resolve_isolation, run_program
-from process_cleanup import assert_nothing_left, sandbox_processes
+from process_cleanup import assert_nothing_left
 
 ADD = "a, b = map(int, input().split())\nprint(a + b)\n"
 TESTS = [{"input": "1 2\n", "output": "3\n"}, {"input": "10 -4\n", "output": "6"}, {"input": "0 0", "output": "0"}]

@@ -13,7 +13,7 @@ import pytest
 
 from verl_resrl.rewards.pool import VerifierPool, normalize_item
 from verl_resrl.rewards.worker_process import KILL_MARGIN_S, VerifierProcess
-from process_cleanup import assert_nothing_left, sandbox_processes
+from process_cleanup import assert_nothing_left
 
 TIMEOUT_S = 1.5
 TOUCHED = f"/tmp/resrl-pwned-{uuid.uuid4().hex}"

@@ -37,7 +37,7 @@ LOG_EVERY = 50  # steps between progress lines of the warm start
 class WarmStartConfig:
     """Optimiser and schedule of the warm start (AdamW with linear warm-up and cosine decay to 10%)."""
 
-    steps: int = 700  # ~90 s on 2 idle cores; 350 left the worked style (half the examples) too weak (tiny_task.md)
+    steps: int = 700  # ~80-95 s on 2 idle cores; why not fewer: docs/tiny_task.md, "Why 700 steps"
     batch_size: int = 32
     lr: float = 3e-3  # a 1M-parameter model trained from scratch tolerates a large rate
     warmup_steps: int = 20
