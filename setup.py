@@ -11,6 +11,16 @@ Layout: one import root, ``verl_resrl``. The top-level folders the design card n
 
 from setuptools import find_packages, setup
 
+GPU_STACK = [  # launch/check_gpu_install.sh checks that pip resolves these; tests/test_gpu_install.py reads them
+    "verl[vllm]==0.9.1",
+    "torch==2.11.0",
+    "torchvision==0.26.0",
+    "torchaudio==2.11.0",
+    "vllm==0.24.0",
+    "transformers==5.9.0",
+]
+FLASH_ATTN_VERSION = "2.8.3"  # verl 0.9.1's own extra `flash-attn-cu130torch211`; installed by setup_env.sh
+
 _MAPPED = {"recipes": "verl_resrl.recipe", "workers": "verl_resrl.workers", "rewards": "verl_resrl.rewards"}
 
 
@@ -56,10 +66,14 @@ setup(
         "tensorboard",
         "pandas",
         "pyarrow",
+        "wandb",  # the design card's logger: trainer.logger=[console,wandb] (WANDB_MODE=offline works without a network)
     ],
     extras_require={
-        "gpu": ["vllm", "flash-attn"],
-        "wandb": ["wandb"],
+        # the stack verl 0.9.1 tests on GPUs: its own `vllm` extra and that extra's pins, stated here so that pip
+        # resolves to that one set instead of backtracking through newer vllm/torch wheels (an unpinned `vllm`
+        # needs transformers >= 5.16.1; verl 0.9.1 needs < 5.11). flash-attn is NOT here: the package index has
+        # only its source archive; launch/setup_env.sh installs a prebuilt wheel after torch (docs/install.md).
+        "gpu": GPU_STACK,
         "test": ["pytest>=8", "pytest-timeout"],
     },
     entry_points={

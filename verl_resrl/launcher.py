@@ -100,6 +100,9 @@ def configure_cpu_run(config) -> None:
 
     cpu_platform.activate()
     _set(config, "trainer.device", "cpu")
+    from verl_resrl.cpu_precision import apply_cpu_precision
+
+    apply_cpu_precision(config)  # fp32 where this CPU emulates bf16 (a user's mixed_precision setting wins)
     if _select(config, "actor_rollout_ref.model.override_config.attn_implementation") is None:
         _set(config, "actor_rollout_ref.model.override_config.attn_implementation", "sdpa")
     for key, value in env.items():
