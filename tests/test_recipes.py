@@ -1,6 +1,6 @@
 """Recipes composed with Hydra over the installed verl, validated by the dry run; one test per bad-config class.
 
-Expected values come from the spec's "Reference configuration" (/work/shared/docs/resrl-spec.md) and from the
+Expected values come from the paper's "Reference configuration" (docs/reference.md) and from the
 papers the baselines cite, written out here by hand, not read from the recipes.
 """
 

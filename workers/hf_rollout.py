@@ -1,7 +1,7 @@
 """CPU rollout backend ``actor_rollout_ref.rollout.name=hf``: transformers decoding inside a Ray actor.
 
 verl 0.9.1 only registers GPU servers (vllm, sglang, trtllm) and its SPMD-era ``HFRollout`` is abstract
-(/work/shared/docs/verl-rollout-seams.md). This module plugs a CPU server into the same three seams as vLLM:
+(docs/cpu_path.md, "The `hf` rollout"). This module plugs a CPU server into the same three seams as vLLM:
 
 * :class:`HFRolloutServer` - the server actor. verl's agent loop calls ``generate(prompt_ids, sampling_params, ...)``
   on it (token in, token out) through the load balancer. Concurrent requests are queued and decoded as batches with
@@ -277,7 +277,7 @@ class HFRolloutReplica(RolloutReplica):
         """Create the server actor and fill ``servers``, ``_server_handle``, ``_server_address`` (verl's contract)."""
         name = server_name(self.replica_rank, self.name_suffix)
         options = {"name": name, "num_cpus": 0, "max_concurrency": self.max_concurrency}
-        # num_cpus=0: never wait on the logical-CPU quota the placement groups already hold (rollout-seams §5)
+        # num_cpus=0: never wait on the logical-CPU quota the placement groups already hold (docs/cpu_path.md)
         if self.workers:
             node_id = await self.workers[0].__ray_call__.remote(lambda _: ray.get_runtime_context().get_node_id())
             options["scheduling_strategy"] = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(

@@ -1,6 +1,6 @@
 """ResRL token weights (arXiv 2605.00380, "Negative Sample Projection Residual RL"), in pure torch.
 
-Read beside the paper; equation numbers follow docs/algorithm.md (and ../shared/docs/resrl-spec.md):
+Read beside the paper; equation numbers follow docs/algorithm.md (the reference setting: docs/reference.md):
 
   (1) per prompt group, a rank-k basis V_k of the layer-normalised, centred hidden states of its POSITIVE tokens;
   (2) each NEGATIVE token's projection residual  R = ||h_c - V_k V_k^T h_c||^2 / d;

@@ -2,7 +2,7 @@
 
 Qwen2 is chosen because verl knows its architecture everywhere (FSDP wrapping, packing without padding, the Qwen
 continuous-token builder of the agent loop), so the CPU path exercises the same code as a Qwen GPU run. Sizes follow
-the cost table of /work/shared/docs/cpu-findings.md (hidden 128, 4 layers, byte vocab: ~1M parameters, ~0.1 s for a
+the cost table of docs/cpu_path.md, "What tiny models cost" (hidden 128, 4 layers, byte vocab: ~1M parameters, ~0.1 s for a
 forward+backward of 16 x 128 tokens on 2 cores).
 """
 
@@ -19,7 +19,7 @@ from . import tokenizer as tok
 class TinyModelConfig:
     """Shape of the tiny Qwen2 (fields map 1:1 onto ``transformers.Qwen2Config``)."""
 
-    hidden_size: int = 128  # width; 128 keeps a train step ~0.1 s on 2 cores (cpu-findings.md)
+    hidden_size: int = 128  # width; 128 keeps a train step ~0.1 s on 2 cores (docs/cpu_path.md)
     num_hidden_layers: int = 4
     num_attention_heads: int = 4  # head_dim 32
     num_key_value_heads: int = 2  # grouped-query attention, as in Qwen2
@@ -40,7 +40,7 @@ def qwen2_config(cfg: TinyModelConfig):
         bos_token_id=None,
         eos_token_id=tok.special_id(tok.IM_END),
         pad_token_id=tok.special_id(tok.PAD),
-        attn_implementation="sdpa",  # flash-attention does not exist on CPU (cpu-findings.md, blocker 5)
+        attn_implementation="sdpa",  # flash-attention does not exist on CPU (docs/cpu_path.md, blocker 5)
         dtype="float32",
         use_cache=True,
         **fields,

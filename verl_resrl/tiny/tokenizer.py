@@ -1,6 +1,6 @@
 """A character-level (byte-level) tokenizer for the tiny Qwen2 model, built locally in code (no hub download).
 
-Why it looks like this (measured, see /work/shared/docs/verl-rollout-seams.md §7.2): transformers 5 loads the
+Why it looks like this (measured with transformers 5.10; docs/tiny_task.md, "Tokenizer"): transformers 5 loads the
 tokenizer of any ``model_type=qwen2`` model as ``Qwen2Tokenizer``, which rebuilds a BPE from the saved vocab and
 merges and *replaces* the pre-tokenizer with Qwen's regex + ByteLevel one. A plain WordLevel character vocab then
 loses every whitespace character, and verl's ``QwenContinuousTokenBuilder`` (picked by ``SingleTurnAgentLoop`` through

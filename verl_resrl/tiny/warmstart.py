@@ -1,7 +1,7 @@
 """Supervised warm start of the tiny model, and its accuracy measurement (plain torch, fp32, CPU).
 
 A randomly initialised model never writes a correct ``Answer:`` line, so every GRPO group would be all-wrong and the
-advantages zero (verl-rollout-seams.md §6: "Rewards were all 0"). A short SFT on worked solutions gives a model that
+advantages zero (measured on a randomly initialised model: every reward was 0). A short SFT on worked solutions gives a model that
 is right on part of the prompts and wrong on others under sampling, so RL has signal both ways. The loss covers only
 the assistant tokens (the response and its closing ``<|im_end|>``), like verl's SFT trainer.
 
@@ -44,7 +44,7 @@ class WarmStartConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     seed: int = 0  # order of the SFT batches
-    num_threads: int = 2  # the machine's cores (cpu-findings.md); restored afterwards
+    num_threads: int = 2  # the project's CPU machines have 2 cores; restored afterwards
     # share of examples answered without working (module docstring); 0 trains the worked style only
     direct_answer_fraction: float = 0.5
 
