@@ -10,7 +10,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ sys.path.insert(0, os.path.join(REPO, "launch"))
 import submit_job  # noqa: E402
 import sweep  # noqa: E402
 from process_cleanup import kill_processes_naming
+from ray_ports import free_ray_ports
 
 VENV_BIN = os.path.dirname(sys.executable)
 JOB_TIMEOUT_S = 900
@@ -99,44 +99,14 @@ def test_sweep_print_only_submits_each_point_with_its_own_experiment(capsys):
     assert lines[1].endswith("algorithm.resrl.min_weight=0.2 trainer.experiment_name=abl_min_weight-0.2")
 
 
-def _free_ports(count: int) -> list[int]:
-    """Distinct TCP ports free on 127.0.0.1 right now."""
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def _free_range(width: int) -> int:
-    """Start of a run of ``width`` consecutive free ports (Ray's worker port range)."""
-    for _ in range(50):
-        base = 30000 + secrets.randbelow(25000)
-        try:
-            probes = []
-            for port in range(base, base + width):
-                s = socket.socket()
-                probes.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in probes:
-                s.close()
-    raise RuntimeError("no free worker port range")
-
-
 class LocalRayHead:
     """`ray start --head --block` on 127.0.0.1: private temp dir, free ports, private token; stopped by pid."""
 
     def __init__(self, num_cpus: int, num_gpus: int):
         self.temp_dir = tempfile.mkdtemp(prefix="i7rh_", dir="/tmp")  # short: Ray's socket paths must stay < 108 bytes
-        gcs, dash, client, agent, agent_grpc, metrics, rt_agent, nm, om = _free_ports(9)
-        workers = _free_range(200)
+        ports = free_ray_ports(worker_width=200)  # disjoint, below the kernel's ephemeral range (tests/ray_ports.py)
+        gcs, dash, client, agent, agent_grpc, metrics, rt_agent, nm, om = ports.named.values()
+        workers = ports.worker_min
         self.address, self.url = f"127.0.0.1:{gcs}", f"http://127.0.0.1:{dash}"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
         self.env.update(PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}", RAY_AUTH_MODE="token",
@@ -147,7 +117,7 @@ class LocalRayHead:
                     "--dashboard-agent-listen-port", str(agent), "--dashboard-agent-grpc-port", str(agent_grpc),
                     "--metrics-export-port", str(metrics), "--runtime-env-agent-port", str(rt_agent),
                     "--node-manager-port", str(nm), "--object-manager-port", str(om),
-                    "--min-worker-port", str(workers), "--max-worker-port", str(workers + 199),
+                    "--min-worker-port", str(workers), "--max-worker-port", str(ports.worker_max),
                     "--num-cpus", str(num_cpus), "--num-gpus", str(num_gpus), "--temp-dir", self.temp_dir,
                     "--disable-usage-stats"]
         self.proc = None
