@@ -1,5 +1,6 @@
-"""The CPU platform: selected on CPU-only hosts or when forced, never registered when CUDA is present, and the
-pieces verl calls on it (device module, gloo process group, FSDP engine lookup, checkpoint RNG state) work.
+"""The CPU platform: on only where the launcher's marker (VERL_PLATFORM=cpu) asks for it - never detected locally,
+never registered without it, even on a host with no accelerator - and the pieces verl calls on it (device module,
+gloo process group, FSDP engine lookup, checkpoint RNG state) work.
 
 Each check runs in a fresh interpreter: registration happens inside ``import verl`` and the platform is a
 process-wide singleton."""
@@ -20,8 +21,10 @@ if os.environ.get("FAKE_CUDA") == "1":
 import verl
 from verl.plugin.platform import PlatformRegistry
 import verl.utils.distributed as dist_utils
+imported_by_plugin = "verl_resrl.workers.cpu_platform" in sys.modules
 from verl_resrl.workers import cpu_platform
 out = {
+    "imported_by_plugin": imported_by_plugin,
     "registered": "cpu" in PlatformRegistry.registered_names(),
     "active": cpu_platform.is_active(),
     "pg_wrapped": getattr(dist_utils.initialize_global_process_group_ray, "__verl_resrl_cpu__", False),
@@ -51,15 +54,22 @@ def cpu_only_host():
         pytest.skip("this host has CUDA")
 
 
-def test_selected_automatically_without_accelerator(cpu_only_host):
-    out = probe({"RESOLVE": "1"})
-    assert out == {"registered": True, "active": True, "pg_wrapped": True, "engine_env": "cuda",
-                   "platform": "PlatformCPU"}
+OFF = {"imported_by_plugin": False, "registered": False, "active": False, "pg_wrapped": False, "engine_env": None}
+
+
+def test_the_marker_selects_it_on_a_cpu_host(cpu_only_host):
+    out = probe({"VERL_PLATFORM": "cpu", "RESOLVE": "1"})
+    assert out == {"imported_by_plugin": True, "registered": True, "active": True, "pg_wrapped": True,
+                   "engine_env": "cuda", "platform": "PlatformCPU"}
+
+
+def test_no_marker_no_cpu_platform_even_without_an_accelerator(cpu_only_host):
+    """A CPU-only Ray actor of a GPU run sees no accelerator either: local detection must not switch it on."""
+    assert probe() == OFF
 
 
 def test_nothing_registered_or_patched_when_cuda_is_present():
-    out = probe({"FAKE_CUDA": "1"})
-    assert out == {"registered": False, "active": False, "pg_wrapped": False, "engine_env": None}
+    assert probe({"FAKE_CUDA": "1"}) == OFF
 
 
 def test_forced_by_verl_platform_env_even_with_cuda():
@@ -114,7 +124,7 @@ print("PROBE" + json.dumps(out))
 
 
 def test_what_verl_calls_on_the_platform_works(cpu_only_host):
-    env = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+    env = {"VERL_PLATFORM": "cpu", "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
            "MASTER_PORT": str(free_port())}
     out = probe(env, code=VERL_CALLS)
     assert out["backend"] == "gloo" and out["all_reduce"] == 3.0

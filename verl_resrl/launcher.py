@@ -2,9 +2,11 @@
 
 Called by ``python -m verl_resrl.main_ppo +recipe=NAME``. In order:
 
-1. platform: on a host without an accelerator, or with ``trainer.device=cpu``, select our CPU platform
-   (``verl_resrl.workers.cpu_platform``) for the driver and, through Ray's runtime env, for every Ray process;
-   then make the config runnable there (:func:`configure_cpu_run`);
+1. device: ``verl_resrl.device_decision`` decides from ``trainer.device`` and the resources of where the job runs
+   (the Ray cluster it joins; this host only for a local run) and the choice is printed with its reason. The CPU
+   path selects our CPU platform (``verl_resrl.workers.cpu_platform``) for the driver and, through the marker
+   ``VERL_PLATFORM=cpu`` in Ray's runtime env, for every Ray process, then makes the config runnable there
+   (:func:`configure_cpu_run`); the GPU path passes ``VERL_RESRL_DEVICE`` and no CPU marker (:func:`configure_gpu_run`);
 2. the tiny task: with ``resrl_tiny.enable=true``, build (once, cached) or reuse its assets and fill the config keys
    set to ``"resrl_tiny"`` with their paths;
 3. output paths made absolute (Ray workers do not share the driver's working directory);
@@ -46,13 +48,24 @@ def _set(config, key, value) -> None:
         OmegaConf.update(config, key, value, force_add=True)
 
 
-def wants_cpu_platform(config) -> bool:
-    """CPU when ``trainer.device=cpu`` (forced) or when this host has no accelerator (auto)."""
-    if str(_select(config, "trainer.device", "cuda")) == "cpu":
-        return True
-    from verl_resrl.workers.cpu_platform import accelerator_present
+def decide_device(config):
+    """The run's device and why (``verl_resrl.device_decision``: from the cluster the job joins, else this host)."""
+    from verl_resrl.device_decision import decide_for_config
 
-    return not accelerator_present()
+    return decide_for_config(config)
+
+
+def configure_gpu_run(config, decision) -> None:
+    """The GPU path: the decided device, and the marker that keeps the CPU platform off in every Ray process."""
+    from verl_resrl.device_decision import DEVICE_ENV
+
+    _set(config, "trainer.device", decision.device)
+    # the CPU platform switches on only where VERL_PLATFORM=cpu says so (workers/cpu_platform.py); a value left in
+    # this shell must not reach the workers of a GPU run
+    if os.environ.get("VERL_PLATFORM", "").strip().lower() == "cpu":
+        raise ValueError("VERL_PLATFORM=cpu is set in this shell but the run takes the GPU path "
+                         f"({decision.reason}); unset it, or pass trainer.device=cpu for the CPU path")
+    _set(config, f"ray_kwargs.ray_init.runtime_env.env_vars.{DEVICE_ENV}", decision.device)
 
 
 def cpu_logical_cpus_needed(config) -> int:
@@ -80,15 +93,21 @@ def _check_cpu_config(config) -> None:
 
 
 def cpu_env_vars(config) -> dict[str, str]:
-    """Environment for every Ray process of a CPU run (user-set values win)."""
+    """Environment for every Ray process of a CPU run (user-set values win, except the two markers)."""
+    from verl_resrl.device_decision import DEVICE_ENV
+
+    markers = {
+        # verl's platform override, and the one marker that switches our "cpu" platform on in a process
+        "VERL_PLATFORM": "cpu",
+        DEVICE_ENV: "cpu",
+    }
     wanted = {
-        "VERL_PLATFORM": "cpu",  # verl's platform override: selects our "cpu" platform in every process
         # torch threads per process: Ray would otherwise set 1 (an actor's num_cpus); processes take turns
         # (rollout, then log-probs, then the update), so each may use every core
         "OMP_NUM_THREADS": str(os.cpu_count() or 1),
         "TOKENIZERS_PARALLELISM": "false",
     }
-    return {k: os.environ.get(k, v) for k, v in wanted.items()}
+    return {**markers, **{k: os.environ.get(k, v) for k, v in wanted.items()}}
 
 
 def configure_cpu_run(config) -> None:
@@ -243,13 +262,25 @@ def launch(config) -> None:
     # A dry run checks the config for the machines it will run on, not for this one: a GPU recipe dry-run on a CPU
     # login node must not be turned into a CPU run (only an explicit trainer.device=cpu selects the CPU path then).
     dry_run_elsewhere = bool(_select(config, "trainer.dry_run", False)) and _select(config, "trainer.device") != "cpu"
-    if wants_cpu_platform(config) and not dry_run_elsewhere:
-        configure_cpu_run(config)
+    if not dry_run_elsewhere:
+        decision = decide_device(config)
+        print(decision.message(), flush=True)
+        if decision.cpu_path:
+            configure_cpu_run(config)
+        else:
+            configure_gpu_run(config, decision)
     prepare_tiny_assets(config)
     absolutize_outputs(config)
     if _preflight(config):
         return
-    run_ppo(config, task_runner_class=ResRLTaskRunner)
+    from verl_resrl.console import quiet_console
     from verl_resrl.progress import print_run_summary
 
+    # the terminal shows our progress lines and errors; verl's metric dumps and Ray's worker output go to the log
+    log_path = os.path.join(str(_select(config, "resrl_progress.out_dir")), str(_select(config, "resrl_progress.log_file", "run.log")))
+    quiet = bool(_select(config, "resrl_progress.enable", False)) and not bool(_select(config, "resrl_progress.verbose", False))
+    with quiet_console(log_path, enabled=quiet):
+        run_ppo(config, task_runner_class=ResRLTaskRunner)
     print_run_summary(config)  # start/end validation accuracy as the last lines of the run
+    if quiet:
+        print(f"[resrl] full log: {log_path}", flush=True)

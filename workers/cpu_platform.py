@@ -1,6 +1,6 @@
 """A CPU platform for verl 0.9.1, plugged in through verl's own seams. Imported in every process by our plugin.
 
-verl has no CPU platform (measured blockers: /work/shared/docs/cpu-findings.md). On a host without an accelerator,
+verl has no CPU platform (measured blockers: docs/cpu_path.md, "Why a platform"). On a host without an accelerator,
 importing this module (``verl_resrl.plugin`` does it inside ``import verl``) activates four small changes:
 
 1. ``PlatformRegistry`` gets a ``"cpu"`` platform (:class:`PlatformCPU`). verl's auto-detection probes the
@@ -14,10 +14,11 @@ importing this module (``verl_resrl.plugin`` does it inside ``import verl``) act
    override variables ``VERL_ENGINE_DEVICE=cuda VERL_ENGINE_VENDOR=nvidia`` (set in this process only, and only if
    the user has not set them). The FSDP engine code is device-agnostic once the platform says "cpu".
 
-Selection: active when ``VERL_PLATFORM=cpu`` (verl's own override variable; the launcher sets it for every Ray
-process when ``trainer.device=cpu``), or when ``VERL_PLATFORM`` is unset and no accelerator is detected
-(``torch.cuda.is_available()`` false and none of verl's registered platforms reports one, with verl's
-``nvidia-smi`` probe for CPU-only Ray actors on GPU nodes). With CUDA present nothing here is registered or patched.
+Selection: an explicit marker only. Active iff ``VERL_PLATFORM=cpu`` (verl's own override variable), which the
+launcher sets in the driver and passes to every Ray process through the runtime env when it chose the CPU path
+(``verl_resrl.device_decision``). Nothing is detected locally: a CPU-only Ray actor on a GPU node (task runner,
+reward and agent-loop workers, storage units) sees no accelerator, and must not switch the CPU platform on in a GPU
+run. Without the marker nothing here is registered or patched, and ``verl_resrl.plugin`` does not import this module.
 """
 
 from __future__ import annotations
@@ -196,29 +197,9 @@ class PlatformCPU(_platform_base()):
         return None
 
 
-def accelerator_present() -> bool:
-    """True when torch sees CUDA or one of verl's registered platforms detects its accelerator (verl's own probe)."""
-    if torch.cuda.is_available():
-        return True
-    from verl.plugin.platform import PlatformRegistry
-
-    for name in PlatformRegistry.registered_names():
-        if name == CPU_PLATFORM_NAME:
-            continue
-        try:
-            if PlatformRegistry.get(name)().is_platform_available(use_smi_check=True):
-                return True
-        except Exception:  # noqa: BLE001 - a vendor probe that fails means that vendor is absent
-            continue
-    return False
-
-
 def cpu_platform_wanted() -> bool:
-    """``VERL_PLATFORM=cpu`` forces the CPU platform, any other value forbids it; unset means "if no accelerator"."""
-    forced = os.environ.get(PLATFORM_ENV, "").strip().lower()
-    if forced:
-        return forced == CPU_PLATFORM_NAME
-    return not accelerator_present()
+    """Whether the launcher's marker asks for the CPU platform here: ``VERL_PLATFORM=cpu`` (no local detection)."""
+    return os.environ.get(PLATFORM_ENV, "").strip().lower() == CPU_PLATFORM_NAME
 
 
 def _gloo_process_group(original):
