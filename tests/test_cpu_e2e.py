@@ -39,8 +39,12 @@ def tiny_dir():
     return ensure_tiny_assets(default_data_dir()).data_dir
 
 
-def run_main(out_dir, tiny_dir, *overrides, env_extra=None, timeout=RUN_TIMEOUT_S):
-    """Run the tiny recipe for 2 steps; returns (returncode or None on timeout, output, metric records, seconds)."""
+def run_main(out_dir, tiny_dir, *overrides, env_extra=None, timeout=RUN_TIMEOUT_S, console_only=False):
+    """Run the tiny recipe for 2 steps; returns (returncode or None on timeout, output, metric records, seconds).
+
+    ``output`` is what the terminal showed followed by the run's full log (``run.log``: verl's and Ray's lines, which
+    the quiet console keeps off the terminal); ``console_only`` returns the terminal's part alone.
+    """
     ray_tmp = tempfile.mkdtemp(prefix="rt_", dir="/tmp")  # short: Ray's socket paths must stay < 108 bytes
     cmd = [
         sys.executable, "-m", "verl_resrl.main_ppo", "+recipe=resrl_tiny",
@@ -64,6 +68,10 @@ def run_main(out_dir, tiny_dir, *overrides, env_extra=None, timeout=RUN_TIMEOUT_
         rc = None
     finally:
         kill_processes_naming(ray_tmp)
+    log_path = os.path.join(out_dir, "run.log")
+    if not console_only and os.path.exists(log_path):
+        with open(log_path, errors="replace") as fh:
+            output += "\n----- run.log -----\n" + fh.read()
     metrics_path = os.path.join(out_dir, "metrics.jsonl")
     records = []
     if os.path.exists(metrics_path):
@@ -146,3 +154,41 @@ def test_a_dying_rollout_worker_fails_the_run_instead_of_hanging(tmp_path, tiny_
     assert rc is not None, f"the run hung until the 300 s timeout:\n{output[-4000:]}"
     assert rc != 0
     assert "rollout server(s) died during the run: hf://hf_server_0" in output, output[-4000:]
+
+
+def test_the_terminal_shows_progress_and_the_log_keeps_verls_output(tmp_path, tiny_dir):
+    """The quiet console (verl_resrl/console.py): our lines on the terminal, verl's metric dumps in run.log."""
+    run_dir = tmp_path / "run"
+    rc, console, records, _ = run_main(run_dir, tiny_dir, console_only=True)
+    assert_two_finite_training_steps(rc, console, records)
+    lines = console.splitlines()
+    log = (run_dir / "run.log").read_text(errors="replace")
+    assert any(ln.startswith("[resrl] full log") and str(run_dir / "run.log") in ln for ln in lines), console[-3000:]
+    assert any(ln.startswith("[resrl] step 2/2") for ln in lines)
+    assert any(ln.startswith("[resrl] validation at step 2:") for ln in lines)
+    assert lines[-1].startswith("[resrl] full log:")
+    # verl's console backend prints every metric of a step on one line: in the log, not on the terminal
+    assert "critic/score/mean:" in log and "critic/score/mean:" not in console
+    assert len(lines) < 60 and len(log.splitlines()) > len(lines)
+
+
+def test_wandb_offline_logs_resrl_and_validation_metrics(tmp_path, tiny_dir):
+    """``trainer.logger=[console,wandb]`` with WANDB_MODE=offline: the run file holds what metrics.jsonl holds."""
+    import glob
+
+    from wandb_offline import history_rows
+
+    wandb_dir = tmp_path / "wandb"
+    wandb_dir.mkdir()
+    rc, output, records, _ = run_main(tmp_path / "run", tiny_dir, "trainer.logger=[console,wandb]",
+                                      env_extra={"WANDB_MODE": "offline", "WANDB_DIR": str(wandb_dir)})
+    assert_two_finite_training_steps(rc, output, records)
+    runs = glob.glob(str(wandb_dir / "wandb" / "offline-run-*" / "run-*.wandb"))
+    assert len(runs) == 1, (runs, output[-3000:])
+    rows = {row["_step"]: row for row in history_rows(runs[0])}
+    for record in records:
+        logged = rows[record["step"]]
+        for key in [k for k in record if k.startswith(("resrl/", "val-core/", "critic/score"))]:
+            assert math.isclose(logged[key], record[key], rel_tol=1e-6, abs_tol=1e-9), key
+    assert any("resrl/coverage" in r for r in rows.values())
+    assert any("val-core/resrl_tiny/arith/acc/mean@1" in r for r in rows.values())

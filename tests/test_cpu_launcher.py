@@ -143,11 +143,16 @@ def test_step_lines_metrics_file_plot_and_summary(tmp_path):
     logger.finish()  # idempotent: verl's Tracking may finish twice (explicitly and in __del__)
 
     lines = logger.stream.getvalue().splitlines()
+    # the validation table: a row per data source, a column per metric (hand-aligned: source width 16, cells 14)
+    header = "[resrl]   data source     " + "  " + "    acc mean@1"
+    row = "[resrl]   resrl_tiny/arith" + "  " + "        {}"
     assert lines[0] == "[resrl] step 0/3 | val acc 0.250"
-    assert lines[1] == "[resrl] step 1/3 | reward -0.500 | resrl/weight_mean 0.75 | 4.0 s"
-    assert lines[3] == "[resrl] step 3/3 | reward +0.500 | val acc 0.500 | resrl/weight_mean 0.75 | 3.0 s"
-    assert "validation accuracy at start (step 0): 0.2500" in lines[4]
-    assert "validation accuracy at end   (step 3): 0.5000  (change +0.2500)" in lines[5]
+    assert lines[1:4] == ["[resrl] validation at step 0:", header, row.format("0.2500")]
+    assert lines[4] == "[resrl] step 1/3 | reward -0.500 | resrl/weight_mean 0.75 | 4.0 s"
+    assert lines[6] == "[resrl] step 3/3 | reward +0.500 | val acc 0.500 | resrl/weight_mean 0.75 | 3.0 s"
+    assert lines[7:10] == ["[resrl] validation at step 3:", header, row.format("0.5000")]
+    assert "validation accuracy at start (step 0): 0.2500" in lines[10]
+    assert "validation accuracy at end   (step 3): 0.5000  (change +0.2500)" in lines[11]
     with open(tmp_path / "metrics.jsonl") as fh:
         records = [json.loads(line) for line in fh]
     assert records[0] == {"step": 0, VAL: 0.25}

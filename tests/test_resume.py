@@ -51,6 +51,7 @@ def _start(tiny_dir, run_dir, tag):
         f"trainer.default_local_dir={run_dir}", "trainer.resume_mode=auto",
         f"trainer.total_training_steps={TOTAL}", f"trainer.save_freq={K}", "trainer.test_freq=-1",
         "trainer.val_before_train=false", "trainer.logger=[console]",
+        "resrl_progress.verbose=true",  # verl's "Resuming from ..." line on the terminal (the quiet console logs it)
         f"resrl_progress.out_dir={run_dir}/progress_{tag}", f"trainer.rollout_data_dir={run_dir}/rollouts_{tag}",
         f"+ray_kwargs.ray_init._temp_dir={ray_tmp}",
     ]

@@ -45,6 +45,11 @@ class ProgressConfig:
     extra_keys: list = field(default_factory=lambda: ["resrl/groups_mixed", "resrl/weight_mean", "resrl/coverage"])
     """metrics added to the step line when present (ResRL statistics: mixed groups, mean residual weight of the
     negative tokens, share of them weighted; all ``resrl/*`` keys are in the metrics file)"""
+    verbose: bool = False
+    """false: the terminal shows only our lines and errors, everything else goes to ``log_file``
+    (``verl_resrl/console.py``); true: verl's and Ray's full console output"""
+    log_file: str = "run.log"
+    """the full console log of a run (in ``out_dir``) when ``verbose`` is false"""
 
     @classmethod
     def from_run_config(cls, config: Optional[Mapping[str, Any]]) -> "ProgressConfig":
@@ -73,6 +78,29 @@ def validation_accuracy(metrics: Mapping[str, Any]) -> tuple[Optional[str], Opti
         if keys:
             return keys[0], _number(metrics[keys[0]])
     return None, None
+
+
+VAL_METRIC_PATTERN = re.compile(r"^val-(core|aux)/(.+)/([^/]+)/(mean|pass|avg)@?(\d*)$")
+
+
+def validation_table(record: Mapping[str, float]) -> list[str]:
+    """Validation metrics of one step as a small table, a row per data source (none: no lines)."""
+    rows: dict[str, dict[str, float]] = {}
+    for key, value in record.items():
+        match = VAL_METRIC_PATTERN.match(key)
+        if match and value is not None and math.isfinite(value):
+            source, metric = match.group(2), f"{match.group(3)} {match.group(4)}@{match.group(5)}"
+            rows.setdefault(source, {})[metric] = value
+    if not rows:
+        return []
+    columns = sorted({c for r in rows.values() for c in r})
+    width = max(len(s) for s in rows)
+    lines = [f"[resrl] validation at step {record['step']}:",
+             "[resrl]   " + "data source".ljust(width) + "".join(f"  {c:>14}" for c in columns)]
+    for source in sorted(rows):
+        cells = "".join(f"  {rows[source][c]:14.4f}" if c in rows[source] else " " * 16 for c in columns)
+        lines.append("[resrl]   " + source.ljust(width) + cells)
+    return lines
 
 
 class ProgressLogger:
@@ -111,6 +139,8 @@ class ProgressLogger:
         self._file.write(json.dumps(record, allow_nan=True) + "\n")
         self._file.flush()
         print(self.format_line(record), file=self.stream, flush=True)
+        for line in validation_table(record):
+            print(line, file=self.stream, flush=True)
 
     def format_line(self, record: Mapping[str, float]) -> str:
         """``[resrl] step 3/20 | reward 0.41 | val acc 0.52 | resrl/... | 4.2 s`` (only the parts present)."""
