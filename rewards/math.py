@@ -194,6 +194,24 @@ def judge(pred: str, gold: str) -> str:
     return "wrong"
 
 
+_warmed_up = False
+
+
+def warm_up() -> None:
+    """Import sympy and math-verify and run one check of each path, outside any deadline; idempotent.
+
+    Both libraries are imported lazily and math-verify builds its parser on first use (~1-2 s, more on a loaded
+    machine): paid inside a deadline this scored a first answer ``timeout``. ``score`` calls this before it starts
+    its deadline, so no caller can lose a score to it; callers that want the cost at start-up call it themselves.
+    """
+    global _warmed_up
+    if _warmed_up:
+        return
+    _math_verify_equal(r"\frac{1}{2}", "0.5")
+    _sympy_equal("x+1", "1+x")
+    _warmed_up = True
+
+
 def score(response: str, ground_truth: str, **options) -> dict:
     """Score one response against its ground truth; see the module docstring for the result keys."""
     opts = parse_options(options)
@@ -206,6 +224,7 @@ def score(response: str, ground_truth: str, **options) -> dict:
     answer = extract_answer(response)
     if answer is None:
         return {"score": opts.negative_reward, "answer": None, "reason": "no_answer"}
+    warm_up()  # before the deadline: the one-off imports must not count against an answer
     try:
         with deadline(opts.timeout_s):
             reason = judge(answer, unwrap_ground_truth(ground_truth))
