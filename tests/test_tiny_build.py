@@ -140,6 +140,13 @@ def test_warm_start_beats_a_model_trained_from_scratch(short):
     assert warm["sampled_accuracy"] > scratch["sampled_accuracy"]
     # the build's own measurement (with the RL reward function) agrees on the greedy decode
     assert short.facts["greedy_accuracy"] == pytest.approx(warm["greedy_accuracy"])
+    # the fingerprints in the facts: of the saved weights, and of the seeded initialisation before the warm start
+    from verl_resrl.tiny.model import weights_sha256
+
+    assert short.facts["weights_sha256"] == weights_sha256(warm_model)
+    assert short.facts["initial_weights_sha256"] == weights_sha256(build_model(SHORT.model))
+    assert short.facts["initial_weights_sha256"] != short.facts["weights_sha256"]
+    assert "logical CPUs" in short.facts["cpu"]
 
 
 def test_warm_start_mixes_styles_at_the_configured_rate(micro):

@@ -63,3 +63,27 @@ def test_generate_stops_at_im_end_and_pads_with_pad(saved):
     out = loaded.generate(ids, max_new_tokens=10, do_sample=True, prefix_allowed_tokens_fn=force_stop)
     new = out[:, ids.shape[1] :]
     assert new.shape[1] == 4 and (new[:, 3] == im_end).all() and (new[:, :3] < 256).all()
+
+
+FINGERPRINT = ("import sys, torch; torch.set_num_threads(int(sys.argv[1])); from verl_resrl.tiny import model as m; "
+               "print(m.weights_sha256(m.build_model()))")
+
+
+def test_the_initial_weights_fingerprint_does_not_depend_on_threads_or_process():
+    """The seeded initialisation is the same bits in any process and thread count (build fact initial_weights_sha256)."""
+    import subprocess
+    import sys
+
+    prints = {subprocess.run([sys.executable, "-c", FINGERPRINT, str(n)], capture_output=True, text=True,
+                             check=True, timeout=120).stdout.strip() for n in (1, 2)}
+    assert prints == {tiny_model.weights_sha256(tiny_model.build_model())}
+
+
+def test_the_fingerprint_sees_one_ulp_and_survives_a_save(saved):
+    model, path = saved
+    loaded = AutoModelForCausalLM.from_pretrained(path)
+    assert tiny_model.weights_sha256(loaded) == tiny_model.weights_sha256(model)
+    with torch.no_grad():
+        w = loaded.model.layers[0].mlp.up_proj.weight
+        w[3, 5] = torch.nextafter(w[3, 5], torch.tensor(float("inf")))
+    assert tiny_model.weights_sha256(loaded) != tiny_model.weights_sha256(model)

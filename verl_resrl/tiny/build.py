@@ -216,6 +216,7 @@ def build_into(out_dir: str, settings: TinyBuildSettings) -> dict:
     save_tokenizer(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)  # train with exactly what verl will load
     model = tiny_model.build_model(settings.model)
+    initial_sha = tiny_model.weights_sha256(model)  # the seeded initialisation: the same on every machine
     sft = warmstart.train(model, tokenizer, splits["sft"], settings.warmstart, log=_log)
     warm = warmstart.evaluate(model, tokenizer, splits["val"], is_correct, settings.eval)
     tiny_model.save_model(model, model_dir)
@@ -237,7 +238,28 @@ def build_into(out_dir: str, settings: TinyBuildSettings) -> dict:
         **sft,
         **warm,
         "build_seconds": time.perf_counter() - start,
+        # what to compare across machines: the initialisation is identical everywhere; the warm-started weights
+        # differ where float32 kernels differ (docs/tiny_task.md, "Reproducibility")
+        "initial_weights_sha256": initial_sha,
+        "weights_sha256": tiny_model.weights_sha256(model),
+        "cpu": _cpu_summary(),
     }
+
+
+def _cpu_summary() -> str:
+    """The CPU's model name and the vector extensions that change float32 kernels (AVX2 / AVX-512 / bf16)."""
+    name, flags = "unknown", set()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name") and name == "unknown":
+                    name = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and not flags:
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    ext = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return f"{name} ({', '.join(ext) or 'no AVX2'}; {os.cpu_count()} logical CPUs)"
 
 
 def _log(message: str) -> None:

@@ -77,6 +77,18 @@ def save_model(model, out_dir: str) -> None:
     model.save_pretrained(out_dir)
 
 
+def weights_sha256(model) -> str:
+    """Fingerprint of the weights (names, dtypes, shapes and bytes, in name order): equal iff the tensors are."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().contiguous().cpu()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
 def count_parameters(model) -> int:
     """Number of distinct parameters (tied embeddings counted once)."""
     return sum(p.numel() for p in model.parameters())
