@@ -7,6 +7,7 @@
 #   NODE_IP            address the other nodes reach this one at   (default: first of `hostname -I`)
 #   RAY_PORT           GCS port                                     (default 6379)
 #   RAY_DASHBOARD_PORT dashboard / job-submission port              (default 8265)
+#   RAY_DASHBOARD_HOST interface the dashboard listens on           (default 0.0.0.0: reachable from the other nodes)
 #   NUM_GPUS, NUM_CPUS resources this node offers                   (default: nvidia-smi's GPU count; Ray's CPU count)
 #   RAY_TEMP_DIR       Ray's session/log folder                     (default: Ray's /tmp/ray)
 #   RAY_BLOCK=1        stay in the foreground (SLURM, containers)
@@ -20,7 +21,7 @@ venv="${VERL_RESRL_VENV:-$root/.venv}"
 node_ip="${NODE_IP:-$(hostname -I | awk '{print $1}')}"
 num_gpus="${NUM_GPUS:-$(nvidia-smi -L 2>/dev/null | grep -c GPU || true)}"
 args=(start --head --node-ip-address "$node_ip" --port "${RAY_PORT:-6379}"
-      --dashboard-host 0.0.0.0 --dashboard-port "${RAY_DASHBOARD_PORT:-8265}" --include-dashboard true
+      --dashboard-host "${RAY_DASHBOARD_HOST:-0.0.0.0}" --dashboard-port "${RAY_DASHBOARD_PORT:-8265}" --include-dashboard true
       --num-gpus "${num_gpus:-0}" --disable-usage-stats)
 [ -n "${NUM_CPUS:-}" ] && args+=(--num-cpus "$NUM_CPUS")
 [ -n "${RAY_TEMP_DIR:-}" ] && args+=(--temp-dir "$RAY_TEMP_DIR")
