@@ -46,13 +46,16 @@ def choose_backend(name: str) -> str:
 class HFBackend:
     """Sampling with ``verl_resrl.workers.hf_generation.generate`` (CPU rollout engine; also runs on one GPU)."""
 
-    def __init__(self, model_path: str, tokenizer, dtype: str, device: str, max_batch_sequences: int):
+    def __init__(self, model_path: str, tokenizer, dtype: str, device: str, max_batch_sequences: int,
+                 round_weights_to: str | None = None):
         import torch
         from transformers import AutoModelForCausalLM
 
         if max_batch_sequences < 1:
             raise ValueError(f"hf.max_batch_sequences must be >= 1, got {max_batch_sequences}")
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype))
+        if round_weights_to:
+            round_weights(self.model, round_weights_to)
         self.model.to(device).eval()
         self.max_batch_sequences = max_batch_sequences
         self.eos_ids = eos_token_ids(self.model.generation_config, tokenizer)
@@ -81,6 +84,19 @@ class HFBackend:
             for (i, _), result in zip(chunk, results):
                 out[i].append(result)
         return out
+
+
+def round_weights(model, dtype_name: str) -> None:
+    """Round every parameter to ``dtype_name`` and back (verl's model merger stores bf16: the study evaluates the
+    fp32 warm start at the same precision as the merged checkpoints)."""
+    import torch
+
+    dtype = getattr(torch, dtype_name, None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"hf.round_weights_to must name a torch dtype (e.g. bfloat16), got {dtype_name!r}")
+    with torch.no_grad():
+        for param in model.parameters():
+            param.copy_(param.to(dtype).to(param.dtype))
 
 
 class VLLMBackend:

@@ -95,7 +95,7 @@ class Verifier:
 
 def _settings(cfg: DictConfig, bench: Benchmark) -> dict:
     """What a stored sample depends on (``n`` excluded: raising it later adds samples)."""
-    return {
+    settings = {
         "model_path": os.path.abspath(cfg.model_path),
         "benchmark_fingerprint": bench.fingerprint,
         "sampling": OmegaConf.to_container(cfg.sampling, resolve=True),
@@ -103,6 +103,9 @@ def _settings(cfg: DictConfig, bench: Benchmark) -> dict:
         "chat_template_kwargs": OmegaConf.to_container(cfg.chat_template_kwargs, resolve=True),
         "log_probs": bool(cfg.log_probs),
     }
+    if cfg.hf.get("round_weights_to"):  # only when set: stores written before the option existed stay valid
+        settings["round_weights_to"] = cfg.hf.round_weights_to
+    return settings
 
 
 class _Engine:
@@ -118,20 +121,24 @@ class _Engine:
             return self
         from transformers import AutoTokenizer
 
+        from verl_resrl.eval.checkpoint import resolve_model_path
+
         cfg = self.cfg
-        tokenizer_path = cfg.tokenizer_path or cfg.model_path
+        model_path = resolve_model_path(cfg.model_path, cfg.output_dir)  # a verl checkpoint is merged here, once
+        tokenizer_path = cfg.tokenizer_path or model_path
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
         backend = choose_backend(cfg.backend)
         logger.info("eval backend: %s", backend)
         if backend == "vllm":
             from verl_resrl.eval.generation import VLLMBackend
 
-            self.backend = VLLMBackend(cfg.model_path, tokenizer_path, OmegaConf.to_container(cfg.vllm, resolve=True))
+            self.backend = VLLMBackend(model_path, tokenizer_path, OmegaConf.to_container(cfg.vllm, resolve=True))
         else:
             from verl_resrl.eval.generation import HFBackend
 
             hf = cfg.hf
-            self.backend = HFBackend(cfg.model_path, self.tokenizer, hf.dtype, hf.device, hf.max_batch_sequences)
+            self.backend = HFBackend(model_path, self.tokenizer, hf.dtype, hf.device, hf.max_batch_sequences,
+                                     hf.get("round_weights_to"))
         self.verifier = Verifier(cfg.verifier.num_workers, cfg.verifier.timeout_s)
         return self
 
@@ -208,6 +215,14 @@ def _check_config(cfg: DictConfig) -> list[str]:
     return benchmarks
 
 
+def default_run_name(model_path: str) -> str:
+    """The model folder's name; for a verl checkpoint (``.../global_step_N/actor``) the experiment and step."""
+    parts = os.path.normpath(os.path.abspath(model_path)).split(os.sep)
+    if len(parts) >= 3 and parts[-1] == "actor" and parts[-2].startswith("global_step_"):
+        return f"{parts[-3]}/{parts[-2]}"
+    return parts[-1]
+
+
 def run_eval(cfg: DictConfig) -> dict:
     """Evaluate every benchmark, write metrics/{name}.json, results.json, results.md and the Pass@k plots."""
     paths = _check_config(cfg)
@@ -215,7 +230,7 @@ def run_eval(cfg: DictConfig) -> dict:
     names = [file_stem(b.name) for b in benches]
     if len(set(names)) != len(names):
         raise ValueError(f"two benchmark files share a name (data_source): {names}")
-    run_name = cfg.run_name or os.path.basename(os.path.normpath(cfg.model_path))
+    run_name = cfg.run_name or default_run_name(cfg.model_path)
     engine = _Engine(cfg)
     results = {}
     try:
