@@ -77,3 +77,8 @@ def test_disabled_leaves_the_terminal_alone(tmp_path):
             f"with quiet_console({str(tmp_path / 'run.log')!r}, enabled=False):\n    print('step:1 - everything')\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout == "step:1 - everything\n" and not (tmp_path / "run.log").exists()
+
+
+def test_a_printed_config_entry_is_no_error():
+    assert shown(["(_ResRLTaskRunner pid=1)           'truncation': 'error',", "{'on_error': 'raise'}",
+                  '  "error_policy": "skip",']) == []

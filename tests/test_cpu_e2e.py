@@ -169,7 +169,7 @@ def test_the_terminal_shows_progress_and_the_log_keeps_verls_output(tmp_path, ti
     assert lines[-1].startswith("[resrl] full log:")
     # verl's console backend prints every metric of a step on one line: in the log, not on the terminal
     assert "critic/score/mean:" in log and "critic/score/mean:" not in console
-    assert len(lines) < 60 and len(log.splitlines()) > len(lines)
+    assert len(lines) < 100 and len(log.splitlines()) > len(lines)
 
 
 def test_wandb_offline_logs_resrl_and_validation_metrics(tmp_path, tiny_dir):

@@ -224,3 +224,24 @@ def test_replay_poll_interval_extends_the_trainer_class():
     assert fast()._build_replay_buffer().poll_interval == 0.1
     with pytest.raises(ValueError, match="poll_interval_s"):
         with_replay_poll_interval(Trainer, 0)
+
+
+def test_validation_table_rows_and_columns_by_hand():
+    """Sources from the accuracy keys; cells: acc, Avg@n and the largest Pass@k for n > 1, val-aux means."""
+    from verl_resrl.progress import validation_table
+
+    tiny = {"step": 0, VAL: 0.375, "val-core/resrl_tiny/arith/reward/mean@1": -0.25,
+            "val-core/resrl_tiny/arith/avg@1": 0.375, "val-core/resrl_tiny/arith/pass@1": 0.375,
+            "val-aux/resrl_tiny/arith/worked/mean@1": 0.5}
+    assert validation_table(tiny) == [
+        "[resrl] validation at step 0:",
+        "[resrl]   data source     " + "      acc mean@1" + "   worked mean@1",
+        "[resrl]   resrl_tiny/arith" + "          0.3750" + "          0.5000"]
+    math = {"step": 5, "val-core/aime24/acc/mean@16": 0.3, "val-core/aime24/avg@16": 0.3,
+            "val-core/aime24/pass@1": 0.3, "val-core/aime24/pass@16": 0.7, "val-core/amc23/acc/mean@16": 0.6,
+            "val-core/amc23/pass@16": 0.9, "val-core/amc23/pass@4": 0.8, "critic/score/mean": 1.0}
+    assert validation_table(math)[1:] == [
+        "[resrl]   data source" + "     acc mean@16" + "          avg@16" + "         pass@16",
+        "[resrl]   aime24     " + "          0.3000" + "          0.3000" + "          0.7000",
+        "[resrl]   amc23      " + "          0.6000" + " " * 16 + "          0.9000"]
+    assert validation_table({"step": 3, "critic/score/mean": 0.1}) == []

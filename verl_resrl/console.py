@@ -29,6 +29,7 @@ OURS = "[resrl]"
 ERROR = re.compile(r"(Error|Exception)\b|(?i:\b(error|fatal|killed|died|segmentation fault)\b)")
 WARNING = re.compile(r"(Warning|WARNING|warnings\.warn|\bWARN\b)")
 TRACEBACK = "Traceback (most recent call last)"
+CONFIG_ENTRY = re.compile(r"""^\s*[{\[]*\s*['"][^'"]+['"]\s*:""")  # a line of a pretty-printed dict
 
 
 class LineFilter:
@@ -49,6 +50,8 @@ class LineFilter:
             return True
         if OURS in body:
             return True
+        if CONFIG_ENTRY.match(body):  # a printed config ("'truncation': 'error',") reports no error
+            return False
         return bool(ERROR.search(body)) and not WARNING.search(body)
 
 

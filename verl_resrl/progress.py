@@ -80,26 +80,45 @@ def validation_accuracy(metrics: Mapping[str, Any]) -> tuple[Optional[str], Opti
     return None, None
 
 
-VAL_METRIC_PATTERN = re.compile(r"^val-(core|aux)/(.+)/([^/]+)/(mean|pass|avg)@?(\d*)$")
+def _validation_columns(record: Mapping[str, float], source: str) -> dict[str, float]:
+    """One data source's table cells: accuracy, Avg@n and the largest Pass@k (n > 1), and its val-aux metrics."""
+    cells: dict[str, float] = {}
+    prefix, aux = f"val-core/{source}/", f"val-aux/{source}/"
+    passes = {}
+    for key, value in record.items():
+        if value is None or not math.isfinite(value):
+            continue
+        if key.startswith(prefix):
+            rest = key[len(prefix):]
+            if re.fullmatch(r"acc/mean@\d+", rest):
+                cells["acc " + rest.split("/")[1]] = value
+            elif re.fullmatch(r"avg@\d+", rest) and rest != "avg@1":
+                cells[rest] = value
+            elif re.fullmatch(r"pass@\d+", rest):
+                passes[int(rest[5:])] = value
+        elif key.startswith(aux) and re.fullmatch(r"[^/]+/mean@\d+", key[len(aux):]):
+            metric, stat = key[len(aux):].split("/")
+            cells[f"{metric} {stat}"] = value
+    if passes and max(passes) > 1:
+        cells[f"pass@{max(passes)}"] = passes[max(passes)]
+    return cells
 
 
 def validation_table(record: Mapping[str, float]) -> list[str]:
     """Validation metrics of one step as a small table, a row per data source (none: no lines)."""
-    rows: dict[str, dict[str, float]] = {}
-    for key, value in record.items():
-        match = VAL_METRIC_PATTERN.match(key)
-        if match and value is not None and math.isfinite(value):
-            source, metric = match.group(2), f"{match.group(3)} {match.group(4)}@{match.group(5)}"
-            rows.setdefault(source, {})[metric] = value
+    sources = sorted({m.group(1) for k in record for m in [VAL_ACC_PATTERN.match(k) or VAL_REWARD_PATTERN.match(k)] if m})
+    rows = {source: _validation_columns(record, source) for source in sources}
+    rows = {source: cells for source, cells in rows.items() if cells}
     if not rows:
         return []
-    columns = sorted({c for r in rows.values() for c in r})
-    width = max(len(s) for s in rows)
+    columns = sorted({c for r in rows.values() for c in r}, key=lambda c: (not c.startswith("acc"), c))
+    width = max(len("data source"), *(len(s) for s in rows))
     lines = [f"[resrl] validation at step {record['step']}:",
              "[resrl]   " + "data source".ljust(width) + "".join(f"  {c:>14}" for c in columns)]
-    for source in sorted(rows):
-        cells = "".join(f"  {rows[source][c]:14.4f}" if c in rows[source] else " " * 16 for c in columns)
-        lines.append("[resrl]   " + source.ljust(width) + cells)
+    for source in sources:
+        if source in rows:
+            cells = "".join(f"  {rows[source][c]:14.4f}" if c in rows[source] else " " * 16 for c in columns)
+            lines.append("[resrl]   " + source.ljust(width) + cells)
     return lines
 
 
