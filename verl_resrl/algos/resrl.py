@@ -7,8 +7,10 @@ Read beside the paper; equation numbers follow docs/algorithm.md (the reference 
   (3) its weight  w = xi + (1 - xi) * clip((R - Q_lo) / (Q_hi - Q_lo), 0, 1), quantiles over the group's negatives;
   (4) advantages entering the loss: lambda * A on positive rollouts, w * A on negative rollouts.
 
-Groups are processed together (stacked and zero-padded), a chunk at a time, so that no PCA runs per group in a
-Python loop. Nothing here imports verl: the trainer integration lives in ``verl_resrl.workers``.
+Groups are sorted by size and processed a chunk at a time: a chunk's positives are stacked (padded only to the
+largest of similar-sized neighbours) for one batched PCA (``subspace.py``); negatives stay flat, each group's
+projected against its own basis, and eq. (3)'s quantiles are exact per group at any size (``quantiles.py``).
+Nothing here imports verl: the trainer integration lives in ``verl_resrl.workers``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ from typing import Hashable, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch.nn.utils.rnn import pad_sequence
+
+from verl_resrl.algos.quantiles import quantiles, segment_quantiles
+from verl_resrl.algos.subspace import subspace_basis
 
 LN_EPS = 1e-5  # layer-norm epsilon of spec eq. (1)
 DEGENERATE_SPREAD = 1e-5  # Q_hi - Q_lo below this: every negative token gets (xi + 1) / 2 (spec eq. 3)
@@ -41,13 +47,14 @@ class ResRLConfig:
     pos_weight: float = 0.1
     """lambda: scale of positive advantages, as in W-REINFORCE (arXiv 2506.01347). [positive weight 0.1]"""
     pca_niter: int = 4
-    """Power iterations of the randomised PCA (reference: 4). Unused by the exact SVD."""
+    """Power iterations of the randomised PCA (reference: 4). Unused by the exact method."""
     min_pos_tokens: int = 4
     """Groups with fewer positive tokens are skipped: all their weights stay 1."""
     seed: int = 0
     """Seed of the positive-token subsample and the randomised PCA; mixed with each group id's hash."""
     pca_method: str = "randomized"
-    """"randomized" (reference: randomised PCA) or "exact" (full SVD: more precise, slower for large d)."""
+    """"randomized" (reference: randomised PCA) or "exact" (float64 eigendecomposition of the group's Gram matrix on
+    its smaller side: the SVD's vectors to rounding; about 4x the randomised cost at 768 tokens, d = 2560)."""
     pca_oversample: int = 8
     """Extra random directions of the randomised range finder (Halko et al. 2011); not a paper knob."""
     group_chunk: int = 32
@@ -90,66 +97,14 @@ def layer_norm_rows(x: torch.Tensor) -> torch.Tensor:
     return F.layer_norm(x.float(), (x.shape[-1],), eps=LN_EPS)
 
 
-def _pack(values: torch.Tensor, slot: torch.Tensor, num_slots: int):
-    """Scatter rows (N, d) into zero-padded (num_slots, width, d) by slot; returns (packed, valid, position of row)."""
-    counts = torch.bincount(slot, minlength=num_slots)
-    width = max(int(counts.max()), 1)
-    order = torch.argsort(slot, stable=True)
-    starts = torch.cumsum(counts, 0) - counts
-    pos = torch.empty_like(slot)
-    pos[order] = torch.arange(slot.numel(), device=slot.device) - starts[slot[order]]
-    packed = values.new_zeros(num_slots, width, values.shape[-1])
-    valid = torch.zeros(num_slots, width, dtype=torch.bool, device=values.device)
-    packed[slot, pos] = values
-    valid[slot, pos] = True
-    return packed, valid, pos
+def residual_weights(residuals: torch.Tensor, slot: torch.Tensor, num_slots: int, config: ResRLConfig) -> torch.Tensor:
+    """Spec eq. (3): residuals (N,) of tokens of groups ``slot`` (N,) -> weights in [xi, 1], each group's own quantiles.
 
-
-def subspace_basis(centred: torch.Tensor, ranks: torch.Tensor, config: ResRLConfig, seeds: list[int]):
-    """Top-k right singular vectors per group of zero-padded centred rows (G, M, d) -> ((G, d, K), ranks used).
-
-    k per group is min(ranks, numerical rank): singular values below sigma_max * max(M, d) * eps (float32) are
-    noise, and their directions arbitrary; keeping them (spec: k = min(64, rows - 1, d) whatever the spectrum) makes
-    weights jump with 1e-6 changes of the states when the positives span fewer than k dimensions, e.g. when correct
-    answers repeat each other's tokens. Columns beyond a group's k are zeroed: V V^T is its rank-k projector.
+    The quantiles are exact at any group size (``segment_quantiles``; numpy's default linear interpolation).
     """
-    G, M, d = centred.shape
-    K = int(ranks.max())
-    if config.pca_method == "exact":
-        _, sigma, vh = torch.linalg.svd(centred, full_matrices=False)
-        basis, sigma = vh.transpose(1, 2)[:, :, :K], sigma[:, :K]
-    else:
-        basis, sigma = _randomized_basis(centred, K, config, seeds)
-    tol = sigma[:, :1] * max(M, d) * torch.finfo(torch.float32).eps
-    ranks = torch.minimum(ranks, (sigma > tol).sum(1))
-    keep = torch.arange(basis.shape[-1], device=centred.device)[None, :] < ranks[:, None]
-    return basis * keep[:, None, :], ranks
-
-
-def _randomized_basis(centred: torch.Tensor, K: int, config: ResRLConfig, seeds: list[int]):
-    """Randomised range finder with power iterations (Halko et al. 2011), seeded per group, batched over groups.
-
-    Returns the top-K right singular vectors (G, d, K) and their singular values (G, K).
-    """
-    G, M, d = centred.shape
-    L = min(K + config.pca_oversample, d, M)
-    probes = torch.stack(
-        [torch.randn(d, L, generator=torch.Generator().manual_seed(s), dtype=torch.float32) for s in seeds]
-    ).to(centred.device)
-    q = torch.linalg.qr(centred @ probes).Q  # (G, M, L): range of X
-    for _ in range(config.pca_niter):
-        q = torch.linalg.qr(centred @ torch.linalg.qr(centred.transpose(1, 2) @ q).Q).Q
-    small = q.transpose(1, 2) @ centred  # (G, L, d): X restricted to its range
-    _, sigma, vh = torch.linalg.svd(small, full_matrices=False)
-    return vh.transpose(1, 2)[:, :, :K], sigma[:, :K]
-
-
-def residual_weights(residuals: torch.Tensor, valid: torch.Tensor, config: ResRLConfig) -> torch.Tensor:
-    """Spec eq. (3): map padded residuals (G, N) to weights in [xi, 1] with the group's own quantiles."""
     xi = config.min_weight
-    masked = residuals.masked_fill(~valid, float("nan"))
-    q = torch.nanquantile(masked, torch.tensor([config.q_low, config.q_high], device=residuals.device), dim=1)
-    q_lo, q_hi = q[0][:, None], q[1][:, None]
+    q = segment_quantiles(residuals, slot, num_slots, (config.q_low, config.q_high))
+    q_lo, q_hi = q[0][slot], q[1][slot]
     spread = q_hi - q_lo
     scaled = ((residuals - q_lo) / spread.clamp_min(DEGENERATE_SPREAD)).clamp(0.0, 1.0)
     weights = xi + (1.0 - xi) * scaled
@@ -185,54 +140,89 @@ class _Tally:
         self.weights, self.residuals, self.energy, self.ranks = [], [], [], []
 
     def summary(self) -> dict[str, float]:
-        """Means and quantiles of what the weighted groups produced (NaN when nothing was weighted)."""
+        """Means and exact quantiles (any number of tokens) of what the weighted groups produced; NaN if none."""
         out = {"neg_tokens_weighted": float(sum(w.numel() for w in self.weights))}
-        qs = torch.tensor([0.1, 0.5, 0.9])
+        qs = (0.1, 0.5, 0.9)
         for name, parts in (("weight", self.weights), ("residual", self.residuals)):
-            flat = torch.cat(parts).float().cpu() if parts else torch.empty(0)
-            vals = torch.quantile(flat, qs).tolist() if flat.numel() else [float("nan")] * 3
-            out[f"{name}_mean"] = flat.mean().item() if flat.numel() else float("nan")
-            out.update({f"{name}_q{round(q * 100)}": v for q, v in zip(qs.tolist(), vals)})
+            flat = torch.cat(parts).float() if parts else torch.empty(0)
+            out[f"{name}_mean"] = flat.double().mean().item() if flat.numel() else float("nan")
+            out.update({f"{name}_q{round(q * 100)}": v for q, v in zip(qs, quantiles(flat, qs))})
         out["energy_share_mean"] = torch.cat(self.energy).mean().item() if self.energy else float("nan")
         out["rank_mean"] = torch.cat(self.ranks).float().mean().item() if self.ranks else float("nan")
         return out
 
 
-def _weight_chunk(hidden, tok, chunk, group_seeds, config, weights, tally) -> None:
-    """Eqs. (1)-(3) for one chunk of eligible groups: basis from positives, weights written for negatives."""
-    b, t, group, positive, row_keys = tok
-    slot_of = torch.full((int(group.max()) + 1,), -1, dtype=torch.long, device=group.device)
-    slot_of[chunk] = torch.arange(chunk.numel(), device=group.device)
-    slot = slot_of[group]
-    pos_sel = (positive & (slot >= 0)).nonzero().flatten()
-    pos_sel = torch.cat([_subsample(pos_sel[slot[pos_sel] == s], tok, group_seeds[int(g)], config)
-                         for s, g in enumerate(chunk.tolist())])
-    x, x_valid, _ = _pack(layer_norm_rows(hidden[b[pos_sel], t[pos_sel]]), slot[pos_sel], chunk.numel())
-    counts = x_valid.sum(1)
+class _Tokens:
+    """The valid response tokens, each group's positive and negative ones contiguous, in (row, position) order."""
+
+    def __init__(self, response_mask, gidx, positive_rows, row_keys, num_groups):
+        self.b, self.t = response_mask.bool().nonzero(as_tuple=True)
+        self.row_keys = row_keys
+        group, positive = gidx[self.b], positive_rows[self.b]
+        self.pos, self.pos_starts, self.pos_counts = self._by_group(positive, group, num_groups)
+        self.neg, self.neg_starts, self.neg_counts = self._by_group(~positive, group, num_groups)
+
+    @staticmethod
+    def _by_group(which, group, num_groups):
+        """Indices of the selected tokens sorted by group (stable), with each group's start and count."""
+        idx = which.nonzero().flatten()
+        idx = idx[torch.argsort(group[idx], stable=True)]
+        counts = torch.bincount(group[idx], minlength=num_groups)
+        return idx, (torch.cumsum(counts, 0) - counts).tolist(), counts.tolist()
+
+    def positives(self, g: int, group_seed: int, config: ResRLConfig) -> torch.Tensor:
+        """Group g's positive tokens, subsampled to max_pos_tokens in a layout-independent way."""
+        cand = self.pos[self.pos_starts[g]: self.pos_starts[g] + self.pos_counts[g]]
+        if cand.numel() <= config.max_pos_tokens:
+            return cand
+        keep = _select_positive_tokens(self.b[cand], self.t[cand], self.row_keys, group_seed, config.max_pos_tokens)
+        return cand[keep]
+
+    def negatives(self, g: int) -> torch.Tensor:
+        """Group g's negative tokens."""
+        return self.neg[self.neg_starts[g]: self.neg_starts[g] + self.neg_counts[g]]
+
+
+def _weight_chunk(hidden, tok: _Tokens, chunk: list[int], seeds, config, weights, tally) -> None:
+    """Eqs. (1)-(3) for a chunk of eligible groups of similar size: basis from positives, weights for negatives."""
+    d = hidden.shape[-1]
+    sel = [tok.positives(g, seeds[g], config) for g in chunk]
+    counts = torch.tensor([s.numel() for s in sel], device=hidden.device)
+    flat = torch.cat(sel)
+    x = pad_sequence(layer_norm_rows(hidden[tok.b[flat], tok.t[flat]]).split(counts.tolist()), batch_first=True)
     mean = x.sum(1) / counts[:, None]
-    centred = (x - mean[:, None, :]) * x_valid[..., None]
-    ranks = torch.clamp(torch.clamp(counts - 1, max=config.rank), max=hidden.shape[-1])
-    basis, ranks = subspace_basis(centred, ranks, config, [group_seeds[int(g)] for g in chunk.tolist()])
-    neg_sel = (~positive & (slot >= 0)).nonzero().flatten()
-    h, h_valid, h_pos = _pack(layer_norm_rows(hidden[b[neg_sel], t[neg_sel]]), slot[neg_sel], chunk.numel())
-    h_c = (h - mean[:, None, :]) * h_valid[..., None]
-    resid = h_c - (h_c @ basis) @ basis.transpose(1, 2)
-    r = resid.pow(2).sum(-1) / hidden.shape[-1]
-    w = residual_weights(r, h_valid, config)
-    weights[b[neg_sel], t[neg_sel]] = w[slot[neg_sel], h_pos]
-    tally.weights.append(w[h_valid])
-    tally.residuals.append(r[h_valid])
-    tally.energy.append((centred @ basis).pow(2).sum((1, 2)) / centred.pow(2).sum((1, 2)).clamp_min(1e-30))
+    valid = torch.arange(x.shape[1], device=x.device)[None, :] < counts[:, None]
+    centred = (x - mean[:, None, :]) * valid[..., None]
+    ranks = torch.clamp(torch.clamp(counts - 1, max=config.rank), max=d)
+    basis, ranks, energy = subspace_basis(centred, counts, ranks, config.pca_method, config.pca_niter,
+                                          config.pca_oversample, [seeds[g] for g in chunk], config.rank)
+    neg = [tok.negatives(g) for g in chunk]
+    neg_flat = torch.cat(neg)
+    h = layer_norm_rows(hidden[tok.b[neg_flat], tok.t[neg_flat]])
+    r = torch.empty(h.shape[0], device=h.device)
+    start = 0
+    for s, idx in enumerate(neg):  # one group's tokens against its own basis: no padding to the largest group
+        h_c = h[start: start + idx.numel()] - mean[s]
+        r[start: start + idx.numel()] = (h_c - (h_c @ basis[s]) @ basis[s].T).pow(2).sum(-1) / d
+        start += idx.numel()
+    slot = torch.repeat_interleave(torch.arange(len(chunk), device=h.device),
+                                   torch.tensor([i.numel() for i in neg], device=h.device))
+    w = residual_weights(r, slot, len(chunk), config)
+    weights[tok.b[neg_flat], tok.t[neg_flat]] = w
+    tally.weights.append(w)
+    tally.residuals.append(r)
+    tally.energy.append(energy)
     tally.ranks.append(ranks)
 
 
-def _subsample(candidates: torch.Tensor, tok, group_seed: int, config: ResRLConfig) -> torch.Tensor:
-    """One group's positive tokens, subsampled to max_pos_tokens in a layout-independent way."""
-    if candidates.numel() <= config.max_pos_tokens:
-        return candidates
-    b, t, _, _, row_keys = tok
-    keep = _select_positive_tokens(b[candidates], t[candidates], row_keys, group_seed, config.max_pos_tokens)
-    return candidates[keep]
+def _chunks(eligible: list[int], tok: _Tokens, config: ResRLConfig) -> list[list[int]]:
+    """Eligible groups sorted by positive-token count (largest first), cut into chunks of group_chunk.
+
+    Neighbours in this order have similar counts, so padding a chunk's positives to its largest group wastes little.
+    """
+    size = [min(tok.pos_counts[g], config.max_pos_tokens) for g in eligible]
+    order = [g for _, g in sorted(zip(size, eligible), key=lambda p: -p[0])]
+    return [order[i: i + config.group_chunk] for i in range(0, len(order), config.group_chunk)]
 
 
 def resrl_token_weights(
@@ -256,18 +246,16 @@ def resrl_token_weights(
     gidx, uniq = group_index(group_ids)
     gidx, positive_rows = gidx.to(device), is_positive.bool().to(device)
     keys = row_keys.to(device).long() if row_keys is not None else torch.arange(B, device=device)
-    b, t = response_mask.bool().nonzero(as_tuple=True)
-    tok = (b, t, gidx[b], positive_rows[b], keys)
     G = len(uniq)
-    pos_tokens = torch.bincount(gidx[b][positive_rows[b]], minlength=G)
-    neg_tokens = torch.bincount(gidx[b][~positive_rows[b]], minlength=G)
+    tok = _Tokens(response_mask, gidx, positive_rows, keys, G)
+    pos_tokens = torch.tensor(tok.pos_counts, device=device)
+    neg_tokens = torch.tensor(tok.neg_counts, device=device)
     mixed = (torch.bincount(gidx[positive_rows], minlength=G) > 0) & (torch.bincount(gidx[~positive_rows], minlength=G) > 0)
     eligible = mixed & (pos_tokens >= config.min_pos_tokens) & (neg_tokens > 0)
     weights = torch.ones(B, T, dtype=torch.float32, device=device)
     seeds = [stable_group_seed(g, config.seed) for g in uniq]
     tally = _Tally()
-    eligible_groups = eligible.nonzero().flatten()
-    for chunk in eligible_groups.split(config.group_chunk) if eligible_groups.numel() else ():
+    for chunk in _chunks(eligible.nonzero().flatten().tolist(), tok, config):
         _weight_chunk(hidden, tok, chunk, seeds, config, weights, tally)
     stats = {
         "groups_total": float(G),
