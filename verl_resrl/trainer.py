@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from verl.trainer.ppo.v1 import PPOTrainerSync, get_trainer_cls
 
 from verl_resrl.algo_config import RESRL_ESTIMATOR, resrl_settings
+from verl_resrl.algos.quantiles import quantiles
 from verl_resrl.layout_probe import PROBE_CONFIG_KEY, run_layout_probe
 from verl_resrl.validation import with_paper_validation
 from verl_resrl.workers.resrl_engine import SECONDS_METRIC
@@ -104,9 +105,8 @@ def whole_group_partition(uids: list, positive: list[bool], workloads: list[floa
 
 
 def _quantiles(values: torch.Tensor, qs=(0.1, 0.5, 0.9)) -> list[float]:
-    if values.numel() == 0:
-        return [float("nan")] * len(qs)
-    return torch.quantile(values.float(), torch.tensor(qs)).tolist()
+    """Exact quantiles of any number of values (NaN if none); torch.quantile refuses more than 2**24."""
+    return quantiles(values, qs)
 
 
 def resrl_step_metrics(uids, positive, masks, weights, stats, min_pos_tokens: int) -> dict[str, float]:
