@@ -15,6 +15,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
+import verl.utils.seqlen_balancing as seqlen_balancing
 import verl.utils.torch_functional as verl_F
 import verl.workers.engine.fsdp.transformer_impl as transformer_impl
 from verl.utils import tensordict_utils as tu
@@ -58,8 +59,11 @@ def gloo_world():
 
 @pytest.fixture(autouse=True)
 def cpu_device(monkeypatch):
-    """verl's engine moves micro-batches to ``get_device_id()``; on this CPU-only host that is the CPU."""
+    """verl's engine moves micro-batches to ``get_device_id()`` and builds autocast / loss tensors on
+    ``get_device_name()``; in a plain pytest process (no launcher, so no CPU platform) both must say CPU."""
     monkeypatch.setattr(transformer_impl, "get_device_id", lambda: "cpu")
+    monkeypatch.setattr(transformer_impl, "get_device_name", lambda: "cpu")
+    monkeypatch.setattr(seqlen_balancing, "get_device_name", lambda: "cpu")  # dynamic batching's all-reduce
 
 
 def tiny_model(seed=0):
@@ -122,9 +126,9 @@ def spy_rows(monkeypatch):
     seen = []
     real = resrl_engine.shard_weight_fields
 
-    def spy(rows, config, dp_group=None):
+    def spy(rows, *args):
         seen.append(rows)
-        return real(rows, config, dp_group)
+        return real(rows, *args)
 
     monkeypatch.setattr(resrl_engine, "shard_weight_fields", spy)
     return seen

@@ -2,7 +2,8 @@
 
 Unit part: the trainer's whole-group partition and the step diagnostics (coverage), against hand-derived values and
 properties over random batches. End-to-end part (``@pytest.mark.e2e``): one real training step of verl's trainer on the
-CPU path, repeated under several batch layouts; the per-token weights must agree to 1e-5 and the coverage must be 1.
+CPU path, repeated under several batch layouts; the per-token weights must agree within what the states' own float
+noise (measured in the same run) explains, and the coverage must be 1.
 """
 
 import random
@@ -10,6 +11,7 @@ import random
 import pytest
 import torch
 
+from verl_resrl.probe_noise import NOISE_SAFETY
 from verl_resrl.trainer import resrl_step_metrics, whole_group_partition
 from verl_resrl.workers.resrl_groups import STATS_COLUMNS
 from process_cleanup import kill_processes_naming
@@ -57,6 +59,19 @@ def test_partition_hand_derived_lpt():
     assert split == 0 and parts == [[0, 1, 6, 7], [2, 3, 4, 5]]
     parts, _ = whole_group_partition(uids, positive, workloads, 2, balance=False)  # first fit, in order
     assert parts == [[0, 1, 2, 3], [4, 5, 6, 7]]
+
+
+def test_unbalanced_partition_keeps_verls_contiguous_shards_when_they_keep_groups_whole():
+    """trainer.balance_batch=false: verl cuts the batch in order; if that keeps every mixed group whole, ResRL's
+    partition is the same (so a GRPO and a ResRL run of one config see the same shards); else first fit."""
+    uids = ["a", "a", "b", "b", "c", "c", "d", "d"]
+    positive = [True, False, False, False, True, False, True, False]  # b unmixed
+    parts, split = whole_group_partition(uids, positive, [1] * 8, 2, balance=False)
+    assert split == 0 and parts == [[0, 1, 2, 3], [4, 5, 6, 7]]  # first fit would have put c beside a
+    uids = ["b", "a", "a", "c", "c", "d", "d", "b"]  # verl's cut at 4 splits c: first fit repairs it
+    positive = [False, True, False, True, False, True, False, False]
+    parts, split = whole_group_partition(uids, positive, [1] * 8, 2, balance=False)
+    assert split == 0 and parts == [[1, 2, 3, 4], [0, 5, 6, 7]]
 
 
 def test_partition_splits_only_what_cannot_fit_and_fills_with_unmixed_rows():
@@ -113,7 +128,6 @@ def test_step_metrics_coverage_drops_when_a_mixed_group_lost_its_weights():
 # balancing and (2 ranks) a partition that splits every group across the ranks.
 
 E2E_TIMEOUT_S = 600
-WEIGHT_TOLERANCE = 1e-5
 
 
 def run_tiny_recipe(out_dir, *overrides, steps=2):
@@ -175,20 +189,48 @@ def probe_run(tmp_path, ranks, *overrides):
     return json.loads(report_path.read_text()), [r for r in records if "resrl/coverage" in r]
 
 
-def assert_layout_invariant(report, ranks, tolerance=WEIGHT_TOLERANCE):
-    expected = {"micro_batch_1", "micro_batch_2", "micro_batch_4", "dynamic_bsz", "balanced_partition",
+BOUND_CAP = 1e-3
+"""A derived bound above this would no longer separate float noise from a grouping fault: the test then fails."""
+REPLAY_TOLERANCE = 1e-6
+"""Workers' weights vs the driver's weights from the same states (same code, both float32 on CPU)."""
+
+
+def noise_bound(layout) -> float:
+    """The largest weight movement float noise of this layout's measured size can explain (0 if the states agree).
+
+    Derived, not tuned to one CPU: ``noise_weight_diff`` is the weights' movement when every state element moves by
+    the layout's measured largest state difference (random signs), on this run's own groups, so it follows both the
+    machine's float noise and the groups' sensitivity (dw/dR = (1 - xi) / (Q_hi - Q_lo), R's dependence on the states
+    and the subspace). NOISE_SAFETY (verl_resrl/probe_noise.py) covers the direction of the real noise.
+    """
+    return NOISE_SAFETY * layout["noise_weight_diff"]
+
+
+def assert_layout_invariant(report, ranks):
+    """Every layout: same rows weighted, coverage 1, weights a function of the states alone, and their movement
+    explained by the states' own float noise (bound derived from that noise, measured in the same run)."""
+    expected = {"normal", "micro_batch_1", "micro_batch_2", "micro_batch_4", "dynamic_bsz", "balanced_partition",
                 "first_fit_partition"} | ({"every_group_split"} if ranks > 1 else set())
     assert report["dp_size"] == ranks and set(report["layouts"]) == expected
     assert report["reference"]["resrl/groups_weighted"] > 0 and report["reference"]["resrl/coverage"] == 1.0
     for name, layout in report["layouts"].items():
-        assert layout["max_abs_weight_diff"] <= tolerance, (name, layout)
         assert layout["same_rows_weighted"] and layout["coverage"] == 1.0, (name, layout)
+        assert layout["state_noise"] <= 1e-4 * layout["state_scale"], (name, layout)  # float noise, not a new forward
+        assert layout["replay_weight_diff"] <= REPLAY_TOLERANCE, (name, layout)
+        assert noise_bound(layout) <= BOUND_CAP, (name, layout)
+        assert layout["max_abs_weight_diff"] <= noise_bound(layout), (name, layout)
+    normal = report["layouts"]["normal"]  # the normal pass's own layout again: the same forward, bit for bit
+    assert normal["state_noise"] == 0.0 and normal["max_abs_weight_diff"] == 0.0, normal
 
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("ranks", [1, 2])
 def test_weights_identical_under_every_layout_and_coverage_one(tmp_path, tiny_assets, ranks):
-    """Micro-batch 1/2/4, dynamic batch size, balanced / first-fit / (2 ranks) every-group-split partitions."""
+    """Micro-batch 1/2/4, dynamic batch size, balanced / first-fit / (2 ranks) every-group-split partitions.
+
+    Was a fixed 1e-5, set on an AVX-512 host; an AVX2 host moved the weights by 3.27e-5 at micro-batch 1 (log-probs
+    3.8e-6): the bound now follows the states' measured noise (``noise_bound``).
+    """
     report, steps = probe_run(tmp_path, ranks, f"resrl_tiny.data_dir={tiny_assets}", *WELL_POSED_SUBSPACE)
     assert_layout_invariant(report, ranks)
     assert steps and all(r["resrl/coverage"] == 1.0 and r["resrl/groups_split"] == 0.0 for r in steps), steps
@@ -196,13 +238,12 @@ def test_weights_identical_under_every_layout_and_coverage_one(tmp_path, tiny_as
 
 @pytest.mark.e2e
 def test_default_rank_weights_identical_under_every_layout(tmp_path, tiny_assets):
-    """The default rank 64 on the tiny model (d=128): the same rows weighted, the weights equal to 1e-4.
+    """The default rank 64 on the tiny model (d=128): the same rows weighted, the movement explained by the noise.
 
     A tiny-task group has ~20-100 positive tokens, so rank 64 keeps nearly every direction they span, down to
-    singular values near the numerical-rank cut. Those directions turn with the float32 forward's own noise (the
-    actor's log-probs differ by ~5e-6 between micro-batch sizes), and the quantile map amplifies it: measured up to
-    1.02e-5 (micro-batch 1, in CI). A grouping or layout error moves weights by 1e-2 or more, so 1e-4 still catches
-    every such fault; the 1e-5 requirement is checked on a well-posed subspace above.
+    singular values near the numerical-rank cut. Those directions turn with the float32 forward's own noise, so the
+    weights are more sensitive to it than at rank 4: the noise-derived bound measures exactly that sensitivity (on
+    this run's groups), and BOUND_CAP still separates it from a grouping fault.
     """
     report, _ = probe_run(tmp_path, 1, f"resrl_tiny.data_dir={tiny_assets}")
-    assert_layout_invariant(report, 1, tolerance=1e-4)
+    assert_layout_invariant(report, 1)

@@ -17,6 +17,10 @@ DEFAULT_HIDDEN_LAYER = -2
 """Index into HF ``output_hidden_states`` (embeddings, block 1..L): -2 is the output of the second-to-last decoder
 block, the reference code's choice; -1 is the last hidden state after the final norm, i.e. the LM-head input."""
 
+OFFLOAD_STATES_KEY = "offload_states"
+"""``algorithm.resrl.offload_states`` (default false): keep the captured states in host memory (pinned when they
+come from an accelerator) until the PCA, instead of on the device (workers/resrl_engine.py)."""
+
 
 @dataclass
 class ResRLAlgoConfig(AlgoConfig):
@@ -30,11 +34,13 @@ def resrl_settings(node: Mapping[str, Any] | None) -> tuple[ResRLConfig, int]:
     """Turn the ``algorithm.resrl`` node into (ResRLConfig, hidden_layer); unknown keys are an error naming them."""
     node = dict(node or {})
     hidden_layer = node.pop("hidden_layer", DEFAULT_HIDDEN_LAYER)
+    resrl_offload_states({OFFLOAD_STATES_KEY: node.pop(OFFLOAD_STATES_KEY, False)})  # checked here, read there
     known = {f.name for f in fields(ResRLConfig)}
     unknown = sorted(set(node) - known)
     if unknown:
         raise ValueError(
             f"unknown key(s) algorithm.resrl.{', algorithm.resrl.'.join(unknown)}; known: hidden_layer, "
+            "offload_states, "
             + ", ".join(sorted(known))
         )
     if not isinstance(hidden_layer, int) or isinstance(hidden_layer, bool):
@@ -43,3 +49,11 @@ def resrl_settings(node: Mapping[str, Any] | None) -> tuple[ResRLConfig, int]:
         return ResRLConfig(**node), hidden_layer
     except ValueError as err:
         raise ValueError(f"algorithm.resrl: {err}") from None
+
+
+def resrl_offload_states(node: Mapping[str, Any] | None) -> bool:
+    """``algorithm.resrl.offload_states`` (a bool; anything else is an error naming the key)."""
+    value = dict(node or {}).get(OFFLOAD_STATES_KEY, False)
+    if not isinstance(value, bool):
+        raise ValueError(f"algorithm.resrl.{OFFLOAD_STATES_KEY} must be true or false, got {value!r}")
+    return value

@@ -26,7 +26,10 @@ import os
 
 import torch
 
-from verl_resrl.workers.resrl_groups import POSITIVE_FIELD, STATS_FIELD, WEIGHTS_FIELD, dense_rows
+from verl_resrl.algos.resrl import ResRLConfig
+from verl_resrl.partition import whole_group_partition
+from verl_resrl.probe_noise import driver_weights, max_abs_diff, noise_weight_diff, probe_rows, row_states
+from verl_resrl.workers.resrl_groups import PROBE_STATES_FIELD, POSITIVE_FIELD, STATS_FIELD, WEIGHTS_FIELD, dense_rows
 
 PROBE_CONFIG_KEY = "resrl_layout_probe"
 """``trainer.resrl_layout_probe``: path of the JSON report (absent / null: no probe)."""
@@ -39,8 +42,12 @@ def round_robin_partition(n: int, k: int) -> list[list[int]]:
 
 
 def probe_layouts(shard_size: int, max_seq_len: int, dp_size: int) -> list[tuple[str, dict, str]]:
-    """(name, worker overrides, partition kind) of every layout to compare with the normal pass."""
-    layouts = [
+    """(name, worker overrides, partition kind) of every layout to compare with the normal pass.
+
+    The first, "normal", repeats the normal pass's own layout: its states are the reference of the noise measure.
+    """
+    layouts = [("normal", {}, "same")]
+    layouts += [
         (f"micro_batch_{m}", {"use_dynamic_bsz": False, "micro_batch_size_per_gpu": m}, "same")
         for m in (1, 2, 4) if shard_size % m == 0
     ]
@@ -52,19 +59,29 @@ def probe_layouts(shard_size: int, max_seq_len: int, dp_size: int) -> list[tuple
     return layouts
 
 
-def _read(tq, keys, partition_id):
-    """({key: (weights, stats row, log-probs)}, the raw TensorDict) of the fields the pass wrote to the queue."""
-    data = tq.kv_batch_get(keys=keys, partition_id=partition_id, select_fields=FIELDS)
-    weights, stats, log_probs = data[WEIGHTS_FIELD].unbind(), dense_rows(data[STATS_FIELD]), data["log_probs"].unbind()
-    return {k: (weights[i], stats[i], log_probs[i]) for i, k in enumerate(keys)}, data
+def _read(tq, keys, partition_id, fields=FIELDS):
+    """({key: (weights, stats row, log-probs[, states])}, the raw TensorDict) of the fields the pass wrote."""
+    data = tq.kv_batch_get(keys=keys, partition_id=partition_id, select_fields=fields)
+    columns = [data[WEIGHTS_FIELD].unbind(), dense_rows(data[STATS_FIELD]), data["log_probs"].unbind()]
+    if PROBE_STATES_FIELD in fields:
+        columns.append(data[PROBE_STATES_FIELD].unbind())
+    return {k: tuple(c[i] for c in columns) for i, k in enumerate(keys)}, data
+
+
+def _order(kind: str, uids: list[str], positive: list[bool], seqlens: list[int], dp: int) -> list[int]:
+    """The row order (rank-major: verl cuts it into dp equal shards) of a layout's partition kind."""
+    if kind in ("balanced", "first_fit"):
+        parts, _ = whole_group_partition(uids, positive, seqlens, dp, balance=kind == "balanced")
+        return [i for p in parts for i in p]
+    if kind == "round_robin":
+        return [i for p in round_robin_partition(len(uids), dp) for i in p]
+    return list(range(len(uids)))
 
 
 def run_layout_probe(trainer, batch, settings: dict, reference_metrics: dict) -> dict:
     """Re-run the old-log-prob pass of ``batch`` under each layout; returns (and writes) the report."""
     import transfer_queue as tq
     from transfer_queue import KVBatchMeta
-
-    from verl_resrl.trainer import whole_group_partition
 
     keys, tags = list(batch.keys), list(batch.tags)
     dp = trainer._dp_size()
@@ -73,30 +90,37 @@ def run_layout_probe(trainer, batch, settings: dict, reference_metrics: dict) ->
     report = {"step": trainer.global_steps, "dp_size": dp, "rows": len(keys),
               "reference": {k: reference_metrics.get(k) for k in ("resrl/coverage", "resrl/groups_weighted")},
               "layouts": {}}
-    uid_rows = tq.kv_batch_get(keys=keys, partition_id=batch.partition_id, select_fields=["uid"])
+    rows = tq.kv_batch_get(keys=keys, partition_id=batch.partition_id, select_fields=["uid", "responses",
+                                                                                     "response_mask"])
+    uids, responses = [str(u) for u in rows["uid"]], list(rows["responses"].unbind())
+    masks = list(rows["response_mask"].unbind())
     positive = (dense_rows(reference_td[POSITIVE_FIELD]) > 0.5).tolist()
+    config = ResRLConfig(**settings["config"])
+    normal_states = None
     for name, overrides, kind in probe_layouts(len(keys) // dp, max(seqlens), dp):
-        order = list(range(len(keys)))
-        if kind in ("balanced", "first_fit"):
-            parts, _ = whole_group_partition([str(u) for u in uid_rows["uid"]], positive, seqlens, dp,
-                                             balance=kind == "balanced")
-            order = [i for p in parts for i in p]
-        elif kind == "round_robin":
-            order = [i for p in round_robin_partition(len(keys), dp) for i in p]
+        order = _order(kind, uids, positive, seqlens, dp)
         extra = {"calculate_entropy": True, "compute_loss": False,
                  "temperature": trainer.config.actor_rollout_ref.rollout.temperature,
-                 "resrl_settings": copy.deepcopy(settings), **overrides}
+                 "resrl_settings": {**copy.deepcopy(settings), "probe_states": True}, **overrides}
         meta = KVBatchMeta(partition_id=batch.partition_id, keys=[keys[i] for i in order],
                            tags=[tags[i] for i in order], extra_info=extra)
         trainer.actor_rollout_wg.compute_log_prob(meta)
-        got, _ = _read(tq, keys, batch.partition_id)
-        diff = max((float((got[k][0] - reference[k][0]).abs().max()) for k in keys if reference[k][0].numel()),
-                   default=0.0)
+        got, _ = _read(tq, keys, batch.partition_id, FIELDS + [PROBE_STATES_FIELD])
+        states = row_states([got[k][3] for k in keys], masks)
+        normal_states = states if normal_states is None else normal_states
+        noise = max_abs_diff(states, normal_states)
         report["layouts"][name] = {
-            "max_abs_weight_diff": diff,
-            "max_abs_log_prob_diff": max(float((got[k][2] - reference[k][2]).abs().max()) for k in keys),
+            "max_abs_weight_diff": max_abs_diff([got[k][0] for k in keys], [reference[k][0] for k in keys]),
+            "max_abs_log_prob_diff": max_abs_diff([got[k][2] for k in keys], [reference[k][2] for k in keys]),
             "same_rows_weighted": all(torch.equal(got[k][1][:1], reference[k][1][:1]) for k in keys),
             "coverage": trainer._resrl_metrics(batch)["resrl/coverage"],
+            "state_noise": noise,
+            "state_scale": max((float(h.abs().max()) for h in normal_states if h.numel()), default=0.0),
+            "replay_weight_diff": max_abs_diff([got[k][0] for k in keys],
+                                               driver_weights(probe_rows(uids, responses, positive, states, masks),
+                                                              config)),
+            "noise_weight_diff": noise_weight_diff(probe_rows(uids, responses, positive, normal_states, masks), config,
+                                                   noise),
         }
     tq.kv_batch_put(keys=keys, partition_id=batch.partition_id, fields=reference_td)  # the normal pass's fields
     path = str(trainer.config.trainer.get(PROBE_CONFIG_KEY))

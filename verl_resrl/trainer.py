@@ -22,12 +22,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from verl.trainer.ppo.v1 import PPOTrainerSync, get_trainer_cls
 
-from verl_resrl.algo_config import RESRL_ESTIMATOR, resrl_settings
+from verl_resrl.algo_config import RESRL_ESTIMATOR, resrl_offload_states, resrl_settings
 from verl_resrl.algos.quantiles import quantiles
 from verl_resrl.layout_probe import PROBE_CONFIG_KEY, run_layout_probe
+from verl_resrl.partition import mixed_groups, whole_group_partition
 from verl_resrl.validation import with_paper_validation
-from verl_resrl.workers.resrl_engine import SECONDS_METRIC
+from verl_resrl.workers.resrl_engine import CAPTURED_BYTES_METRIC, SECONDS_METRIC
 from verl_resrl.workers.resrl_groups import (
+    EXCHANGE_BYTES_METRIC,
     POSITIVE_FIELD,
     SETTINGS_KEY,
     STATS_COLUMNS,
@@ -58,52 +60,6 @@ def resolve_trainer_cls(config):
     return with_paper_validation(get_trainer_cls(mode))
 
 
-def _mixed_groups(uids: list, positive: list[bool]) -> dict:
-    """{uid: row indices} of the groups that hold both positive and negative rollouts, in first-appearance order."""
-    members: dict = {}
-    for i, u in enumerate(uids):
-        members.setdefault(u, []).append(i)
-    return {u: rows for u, rows in members.items() if len({positive[i] for i in rows}) == 2}
-
-
-def whole_group_partition(uids: list, positive: list[bool], workloads: list[float], k: int, balance: bool = True):
-    """Split rows into k equal-size parts with every mixed group whole; returns (sorted parts, mixed groups split).
-
-    Mixed groups are placed first, whole (largest first, onto the least-loaded part that has room, when
-    ``balance``; in order onto the first part with room otherwise); rows of the other groups, which need no
-    weights, fill what is left. A mixed group that fits nowhere is split (counted; the workers then exchange its
-    rows so the weights stay exact, at the price of that traffic).
-    """
-    n = len(uids)
-    if n % k:
-        raise ValueError(f"whole_group_partition: {n} rows do not split into {k} equal parts")
-    cap = n // k
-    mixed = _mixed_groups(uids, positive)
-    in_mixed = {i for rows in mixed.values() for i in rows}
-    units = list(mixed.values())
-    if balance:
-        units.sort(key=lambda rows: (-len(rows), -sum(workloads[i] for i in rows)))
-    parts: list[list[int]] = [[] for _ in range(k)]
-    load = [0.0] * k
-
-    def place(rows: list[int]) -> bool:
-        fits = [p for p in range(k) if cap - len(parts[p]) >= len(rows)]
-        if not fits:
-            return False
-        p = min(fits, key=lambda q: (load[q], q)) if balance else fits[0]
-        parts[p].extend(rows)
-        load[p] += sum(workloads[i] for i in rows)
-        return True
-
-    split = [rows for rows in units if not place(rows)]
-    loose = [i for rows in split for i in rows] + [i for i in range(n) if i not in in_mixed]
-    if balance:
-        loose.sort(key=lambda i: -workloads[i])
-    for i in loose:
-        place([i])
-    return [sorted(p) for p in parts], len(split)
-
-
 def _quantiles(values: torch.Tensor, qs=(0.1, 0.5, 0.9)) -> list[float]:
     """Exact quantiles of any number of values (NaN if none); torch.quantile refuses more than 2**24."""
     return quantiles(values, qs)
@@ -118,7 +74,7 @@ def resrl_step_metrics(uids, positive, masks, weights, stats, min_pos_tokens: in
     """
     col = {c: i for i, c in enumerate(STATS_COLUMNS)}
     tokens = [int(m.sum()) for m in masks]
-    mixed = _mixed_groups(uids, positive)
+    mixed = mixed_groups(uids, positive)
     weighted_rows = [i for i in range(len(uids)) if stats[i, col["weighted"]] > 0]
     weighted_groups = {uids[i] for i in weighted_rows}
     pos_tokens = {u: sum(tokens[i] for i in rows if positive[i]) for u, rows in mixed.items()}
@@ -167,9 +123,12 @@ def _numbers_under(obj, key: str):
         yield float(obj)
 
 
-def _worker_seconds(outputs) -> float:
-    """Slowest data-parallel rank's ResRL seconds in the old-log-prob pass, from the workers' reply metrics."""
-    values = [v for out in outputs for v in _numbers_under(getattr(out, "extra_info", None) or {}, SECONDS_METRIC)]
+def _worker_max(outputs, key: str) -> float:
+    """Largest value over the data-parallel ranks of a worker metric in the old-log-prob pass's reply (NaN if none).
+
+    The slowest rank's seconds, the rank holding the most captured bytes; the exchange's bytes are the same on
+    every rank (each computes the step's total from the shared plan)."""
+    values = [v for out in outputs for v in _numbers_under(getattr(out, "extra_info", None) or {}, key)]
     return max(values) if values else float("nan")
 
 
@@ -181,6 +140,7 @@ class ResRLTrainer(PPOTrainerSync):
         node = config.algorithm.get("resrl")
         node = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
         self.resrl_config, self.hidden_layer = resrl_settings(node)
+        self.offload_states = resrl_offload_states(node)
         self._probe_done = False
         self._driver_seconds = 0.0  # ResRL's own driver work in this step's _balance_batch, read by the next pass
 
@@ -228,7 +188,8 @@ class ResRLTrainer(PPOTrainerSync):
         rollout_corr = self.config.algorithm.get("rollout_correction", None)
         if rollout_corr and rollout_corr.get("bypass_mode", False):
             raise ValueError("algorithm.rollout_correction.bypass_mode=true skips the forward pass ResRL needs")
-        settings = {"hidden_layer": self.hidden_layer, "config": asdict(self.resrl_config)}
+        settings = {"hidden_layer": self.hidden_layer, "config": asdict(self.resrl_config),
+                    "offload_states": self.offload_states}
         batch.extra_info[SETTINGS_KEY] = settings
         worker_outputs = []
         compute_log_prob = self.actor_rollout_wg.compute_log_prob
@@ -250,7 +211,8 @@ class ResRLTrainer(PPOTrainerSync):
         step_metrics = self._resrl_metrics(out)
         step_metrics[METRIC_PREFIX + "driver_seconds"] = self._driver_seconds + time.perf_counter() - start
         self._driver_seconds = 0.0  # counted once, even if a later step skips the re-partition
-        step_metrics[SECONDS_METRIC] = _worker_seconds(worker_outputs)
+        for key in (SECONDS_METRIC, CAPTURED_BYTES_METRIC, EXCHANGE_BYTES_METRIC):
+            step_metrics[key] = _worker_max(worker_outputs, key)
         metrics.update(step_metrics)
         if self.config.trainer.get(PROBE_CONFIG_KEY) and not self._probe_done and step_metrics[
             METRIC_PREFIX + "groups_weighted"

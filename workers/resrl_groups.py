@@ -5,13 +5,14 @@ produced every response token of the rank's whole shard, then calls :func:`shard
 
 1. finds the prompt groups (``uid``) of the shard and asks the other data-parallel ranks, with one small
    ``all_gather_object``, which groups are split across ranks (the trainer keeps mixed groups whole, so normally
-   none are; when a batch cannot be packed whole, the split groups' rows are exchanged so the result stays exact);
+   none are). A split group is computed by ONE rank: its other holders send that rank their rows' states, and get
+   their rows' weights back (``workers/resrl_exchange.py``: point to point, only those rows, only those ranks);
 2. runs ``verl_resrl.algos.resrl.resrl_token_weights`` ONCE PER GROUP over the group's complete rows, in a canonical
    row order (sorted by a hash of the response tokens). One group per call makes every group's arithmetic depend on
    nothing but its own rows, so the weights are bitwise the same for any micro-batch size, dynamic batching, balancing
    or data-parallel size (given the same hidden states);
 3. returns the batch fields that travel on through verl's TransferQueue: per-token weights, the positive flag and a
-   few per-row group diagnostics. The hidden states themselves never leave the worker.
+   few per-row group diagnostics. The hidden states leave the worker only to the one rank computing a split group.
 
 Pure torch (plus torch.distributed): no verl import, so the trainer, the loss and the tests can use the field names.
 """
@@ -26,6 +27,8 @@ import torch.distributed as dist
 
 from verl_resrl.algos.resrl import ResRLConfig, resrl_token_weights
 
+from .resrl_exchange import SplitExchange
+
 SETTINGS_KEY = "resrl_settings"
 """Key of the non-tensor entry (trainer -> worker, via ``KVBatchMeta.extra_info``) that switches capture on:
 ``{"hidden_layer": int, "config": dict of ResRLConfig fields}``."""
@@ -35,6 +38,11 @@ POSITIVE_FIELD = "resrl_positive"
 """Per row, float32 0/1: sequence score (sum of ``rm_scores``) > 0 (spec: Notation)."""
 STATS_FIELD = "resrl_group_stats"
 """Per row, float32 (B, len(STATS_COLUMNS)): diagnostics of the row's group (NaN where the group was not weighted)."""
+PROBE_STATES_FIELD = "resrl_probe_states"
+"""Per row, float32, jagged (r * d,): the captured response states, flattened. Written only in the layout probe's
+passes (``settings["probe_states"]``), never in training: the probe measures the states' own float noise with it."""
+EXCHANGE_BYTES_METRIC = "resrl/exchange_bytes"
+"""Metric: bytes of states, masks and weights the step's split-group exchange moved, over all ranks (0: none)."""
 STATS_COLUMNS = ("weighted", "residual_q10", "residual_q50", "residual_q90", "energy_share", "rank")
 
 
@@ -78,18 +86,24 @@ class RowRecord:
     """(data-parallel rank, row index on that rank): where the row's weights go back to."""
 
 
-def group_weights(members: list[RowRecord], config: ResRLConfig) -> dict[tuple[int, int], tuple[torch.Tensor, dict]]:
-    """resrl_token_weights over one complete group; returns {owner: (weights (r,), group stats)}."""
+def group_weights(members: list[RowRecord], config: ResRLConfig, device: torch.device | None = None
+                  ) -> dict[tuple[int, int], tuple[torch.Tensor, dict]]:
+    """resrl_token_weights over one complete group, on ONE device; returns {owner: (weights (r,), group stats)}.
+
+    ``device``: the computing rank's compute device (default: the first member's). Every member, local or received
+    from another rank, is moved there, so a group's PCA never mixes devices or numerics.
+    """
     members = sorted(members, key=lambda m: m.key)
     n, width = len(members), max(int(m.hidden.shape[0]) for m in members)
+    device = torch.device(device) if device is not None else members[0].hidden.device
     ref = members[0].hidden
-    hidden = ref.new_zeros(n, max(width, 1), ref.shape[-1])
-    mask = torch.zeros(n, max(width, 1), device=ref.device)
+    hidden = torch.zeros(n, max(width, 1), ref.shape[-1], dtype=ref.dtype, device=device)
+    mask = torch.zeros(n, max(width, 1), device=device)
     for i, m in enumerate(members):
         r = m.hidden.shape[0]
-        hidden[i, :r] = m.hidden.to(ref.device)
-        mask[i, :r] = m.mask.to(ref.device, torch.float32)
-    positive = torch.tensor([m.positive for m in members], device=ref.device)
+        hidden[i, :r] = m.hidden.to(device)
+        mask[i, :r] = m.mask.to(device, torch.float32)
+    positive = torch.tensor([m.positive for m in members], device=device)
     # row_keys: ranks in the canonical order (small ints: a raw 63-bit hash times (T+1) would overflow int64)
     weights, stats = resrl_token_weights(hidden, mask, [members[0].uid] * n, positive, config, torch.arange(n))
     return {m.owner: (weights[i, : m.hidden.shape[0]].float(), stats) for i, m in enumerate(members)}
@@ -98,47 +112,6 @@ def group_weights(members: list[RowRecord], config: ResRLConfig) -> dict[tuple[i
 def _is_mixed(members: list[RowRecord]) -> bool:
     """A group has both positive and negative rollouts (only such groups get residual weights)."""
     return any(m.positive for m in members) and not all(m.positive for m in members)
-
-
-def exchange_split_groups(rows: list[RowRecord], dp_group) -> dict[str, list[RowRecord]]:
-    """Rows that OTHER data-parallel ranks hold of the mixed groups this rank holds only part of.
-
-    One all_gather_object of (uid, positive) per row finds the split groups; only when some mixed group is split
-    are those groups' rows (hidden states on CPU) gathered. Returns {uid: remote rows}; empty in the normal case.
-    """
-    if dp_group is None or not dist.is_available() or not dist.is_initialized():
-        return {}
-    world = dist.get_world_size(dp_group)
-    if world == 1:
-        return {}
-    summaries = [None] * world
-    dist.all_gather_object(summaries, [(r.uid, r.positive) for r in rows], group=dp_group)
-    holders: dict[str, set[int]] = {}
-    signs: dict[str, set[bool]] = {}
-    for rank, summary in enumerate(summaries):
-        for uid, positive in summary:
-            holders.setdefault(uid, set()).add(rank)
-            signs.setdefault(uid, set()).add(positive)
-    split = {u for u, ranks in holders.items() if len(ranks) > 1 and len(signs[u]) == 2}
-    if not split:
-        return {}
-    me = dist.get_rank(dp_group)
-    payload = [
-        RowRecord(r.uid, r.key, r.positive, r.hidden.detach().cpu(), r.mask.detach().cpu(), r.owner)
-        for r in rows
-        if r.uid in split
-    ]
-    gathered = [None] * world
-    dist.all_gather_object(gathered, payload, group=dp_group)
-    mine = {r.uid for r in rows}
-    remote: dict[str, list[RowRecord]] = {}
-    for rank, records in enumerate(gathered):
-        if rank == me:
-            continue
-        for rec in records:
-            if rec.uid in mine:
-                remote.setdefault(rec.uid, []).append(rec)
-    return remote
 
 
 def _stats_row(stats: dict | None) -> list[float]:
@@ -156,22 +129,56 @@ def _stats_row(stats: dict | None) -> list[float]:
     ]
 
 
-def shard_weight_fields(rows: list[RowRecord], config: ResRLConfig, dp_group=None) -> dict[str, torch.Tensor]:
-    """The WEIGHTS/POSITIVE/STATS fields for one rank's rows (given in shard order, owner = (rank, index))."""
-    remote = exchange_split_groups(rows, dp_group)
+def placeholder_fields(response_mask: torch.Tensor, rm_scores: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The fields' shapes for a rank whose outputs verl discards (a Ulysses SP rank other than the source): weights 1,
+    no group weighted."""
+    lengths = response_mask.offsets().diff().tolist()
+    return {
+        WEIGHTS_FIELD: torch.nested.as_nested_tensor([torch.ones(n) for n in lengths], layout=torch.jagged),
+        POSITIVE_FIELD: sequence_is_positive(rm_scores).float().cpu(),
+        STATS_FIELD: torch.tensor([_stats_row(None) for _ in lengths], dtype=torch.float32),
+    }
+
+
+def _distributed(dp_group) -> bool:
+    """More than one data-parallel rank to talk to."""
+    return (dp_group is not None and dist.is_available() and dist.is_initialized()
+            and dist.get_world_size(dp_group) > 1)
+
+
+def shard_weight_fields(rows: list[RowRecord], config: ResRLConfig, dp_group=None, device=None,
+                        metrics: dict | None = None) -> dict[str, torch.Tensor]:
+    """The WEIGHTS/POSITIVE/STATS fields for one rank's rows (given in shard order, owner = (rank, index)).
+
+    ``device``: where this rank computes its groups (the engine's compute device; default: the first row's).
+    Groups split across ranks are computed by one rank (``workers/resrl_exchange.py``); ``metrics`` (if given)
+    receives ``EXCHANGE_BYTES_METRIC``, the step's exchanged bytes over all ranks.
+    """
+    device = torch.device(device) if device is not None else (rows[0].hidden.device if rows else torch.device("cpu"))
+    exchange = SplitExchange(rows, dp_group, device, len(STATS_COLUMNS)) if _distributed(dp_group) else None
+    owners = exchange.owners if exchange else {}
+    remote = exchange.gather_rows() if exchange else {}
+    me = exchange.me if exchange else None
     by_group: dict[str, list[RowRecord]] = {}
     for r in rows:
-        by_group.setdefault(r.uid, []).append(r)
-    results: dict[tuple[int, int], tuple[torch.Tensor, dict]] = {}
+        if owners.get(r.uid, me) == me:  # a split group computed by another rank: its weights come back from there
+            by_group.setdefault(r.uid, []).append(r)
+    results: dict[tuple[int, int], tuple[torch.Tensor, list[float]]] = {}
     for uid, members in by_group.items():
-        complete = members + remote.get(uid, [])
+        complete = members + [RowRecord(*t) for t in remote.get(uid, [])]
         if _is_mixed(complete):
-            results.update(group_weights(complete, config))
+            results.update({o: (w, _stats_row(s)) for o, (w, s) in group_weights(complete, config, device).items()})
+    if exchange:
+        results.update(exchange.return_weights(results))
+        if metrics is not None:
+            metrics[EXCHANGE_BYTES_METRIC] = float(exchange.payload_bytes)
+    elif metrics is not None:
+        metrics[EXCHANGE_BYTES_METRIC] = 0.0
     weights, stats = [], []
     for r in rows:
         w, s = results.get(r.owner, (None, None))
         weights.append(w.cpu() if w is not None else torch.ones(r.hidden.shape[0], dtype=torch.float32))
-        stats.append(_stats_row(s))
+        stats.append(s if s is not None else _stats_row(None))
     return {
         WEIGHTS_FIELD: torch.nested.as_nested_tensor(weights, layout=torch.jagged),
         POSITIVE_FIELD: torch.tensor([float(r.positive) for r in rows], dtype=torch.float32),
