@@ -1,0 +1,97 @@
+"""``python -m verl_resrl.study``: does ResRL keep Pass@k where GRPO loses it? methods x seeds, evals, report.md.
+
+    python -m verl_resrl.study                       # +study=tiny: the tiny task on this machine (bash launch/run_study.sh)
+    python -m verl_resrl.study +study=math dry_run=true   # the paper's grid on a Ray cluster: lists every job
+    python -m verl_resrl.study report_only=true      # the report from what has finished so far
+
+Options: verl_resrl/study/config/study.yaml; docs/evaluation.md, "Reproducing the paper's comparison".
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from verl_resrl.study.plan import describe_plan, plan_study
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def heldout_benchmarks(cfg: DictConfig, plan) -> tuple[list[str], int | None, str | None]:
+    """(benchmark files, prompts per benchmark or None, warm-start model dir or None) of the study's evals."""
+    if cfg.heldout.benchmarks:
+        return [os.path.expanduser(str(b)) for b in cfg.heldout.benchmarks], None, None
+    from verl_resrl.study.heldout import write_tiny_heldout
+    from verl_resrl.tiny.build import default_data_dir, ensure_tiny_assets
+
+    assets = ensure_tiny_assets(cfg.tiny_data_dir or default_data_dir())
+    path = os.path.join(plan.out_dir, "heldout.parquet")
+    count = write_tiny_heldout(assets.val_parquet, path, cfg.heldout.min_terms, cfg.heldout.num_prompts)
+    return [path], count, assets.model_dir
+
+
+def submit_cluster(cfg: DictConfig, plan) -> int:
+    """One Ray job per run through launch/submit_job.py (printed only with dry_run), then the eval commands."""
+    from verl_resrl.study.execute import eval_command
+
+    sys.path.insert(0, os.path.join(REPO, "launch"))
+    import submit_job  # launch/submit_job.py: `ray job submit` with this checkout as the job's code
+
+    status = 0
+    for run in plan.runs:
+        print(f"# {run.name}: recipe={run.recipe} seed={run.seed}", flush=True)
+        args = ["--recipe", run.recipe, "--address", cfg.cluster.address, "--no-wait", *cfg.cluster.submit_args]
+        status |= submit_job.main(args + (["--print-only"] if cfg.dry_run else []) + ["--", *run.overrides])
+    benchmarks = [os.path.expanduser(str(b)) for b in cfg.heldout.benchmarks]
+    print("# after the jobs finish, on a GPU node, the evals (each merges its checkpoint itself):")
+    for run in plan.runs:
+        print(" ".join(eval_command(cfg, run.actor_dir, run.eval_dir, run.name, benchmarks)))
+    print(f"# then: python -m verl_resrl.study +study=math report_only=true out_dir={cfg.out_dir}")
+    return status
+
+
+def run_study(cfg: DictConfig) -> int:
+    """Plan, then dry-run, submit, or run the grid locally and write the report."""
+    from verl_resrl.study.execute import StudyInterrupted, execute
+    from verl_resrl.study.report import write_report
+
+    plan = plan_study(cfg)
+    for line in describe_plan(plan):
+        print(line, flush=True)
+    if cfg.mode == "cluster":
+        return submit_cluster(cfg, plan)
+    if cfg.mode != "local":
+        raise ValueError(f"study: mode must be 'local' or 'cluster', got {cfg.mode!r}")
+    if cfg.dry_run:
+        return 0
+    benchmarks, num_prompts, warmstart = heldout_benchmarks(cfg, plan)
+    if not cfg.report_only:
+        try:
+            execute(cfg, plan, benchmarks, warmstart, num_prompts)
+        except StudyInterrupted as err:
+            print(f"[study] interrupted ({err}): rerun the same command to continue", flush=True)
+            return 143
+    report = write_report(cfg, plan)
+    print(f"[study] report: {report}", flush=True)
+    return 0
+
+
+@hydra.main(config_path="config", config_name="study", version_base=None)
+def _main(cfg: DictConfig) -> None:
+    code = run_study(cfg)
+    if code:
+        sys.exit(code)
+
+
+def main() -> None:
+    """``+study=tiny`` unless a study is named on the command line (Hydra cannot default an appendable group)."""
+    if not any(a.lstrip("+").startswith("study=") for a in sys.argv[1:]):
+        sys.argv.append("+study=tiny")
+    _main()
+
+
+if __name__ == "__main__":
+    main()
