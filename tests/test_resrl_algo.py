@@ -233,3 +233,32 @@ def test_rank_beyond_the_positive_span_is_truncated_not_noise(method):
     assert torch.allclose(w64, w2, atol=1e-4)
     assert torch.allclose(w64, w64_noisy, atol=1e-3)
     assert stats["rank_mean"] == 2.0
+
+
+def test_randomized_with_a_full_probe_count_equals_the_reference_loop():
+    # rank 64 > d = 16: every group's probe count L = min(72, M, d) covers its smaller side, so the range finder
+    # spans the whole row space and the randomised basis is the exact one (groups with M < d and M > d both occur)
+    hidden, mask, ids, positive = random_batch(seed=8, groups=6)
+    counts = [int(mask[[i for i, g in enumerate(ids) if g == u and positive[i]]].sum()) for u in dict.fromkeys(ids)]
+    assert min(counts) < 16 < max(counts)
+    cfg = ResRLConfig(rank=64, pca_method="randomized", group_chunk=4)
+    weights, _ = resrl_token_weights(hidden, mask, ids, positive, cfg)
+    assert torch.allclose(weights, reference_weights(hidden, mask, ids, positive, cfg), atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["exact", "randomized"])
+def test_chunking_does_not_change_a_groups_weights(method):
+    # groups are sorted by size into chunks; a group's weights must not depend on its chunk-mates
+    hidden, mask, ids, positive = random_batch(seed=9, groups=7, T=16, d=24)
+    runs = [resrl_token_weights(hidden, mask, ids, positive, ResRLConfig(rank=5, pca_method=method, group_chunk=c))[0]
+            for c in (1, 3, 32)]
+    assert torch.allclose(runs[0], runs[1], atol=1e-5) and torch.allclose(runs[0], runs[2], atol=1e-5)
+
+
+def test_energy_share_and_rank_match_the_svd():
+    hidden, mask, ids, positive = random_batch(seed=10, groups=1, n=6, T=10, d=32)
+    _, stats = resrl_token_weights(hidden, mask, ids, positive, ResRLConfig(rank=5, pca_method="exact"))
+    x = F.layer_norm(hidden[positive][mask[positive].bool()], (32,), eps=1e-5).double()
+    sigma = torch.linalg.svdvals(x - x.mean(0))
+    assert stats["rank_mean"] == 5.0
+    assert stats["energy_share_mean"] == pytest.approx(float(sigma[:5].pow(2).sum() / sigma.pow(2).sum()), abs=1e-5)
