@@ -12,7 +12,6 @@ import tempfile
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 import verl.utils.seqlen_balancing as seqlen_balancing
@@ -283,33 +282,6 @@ def synthetic_rows(seed=0, groups=4, n=4, d=16):
             rows.append(RowRecord(f"g{k}", content_key(torch.randint(0, 99, (r,), generator=g)), j % 2 == 0,
                                   torch.randn(r, d, generator=g), torch.ones(r), (0, len(rows))))
     return rows
-
-
-def _exchange_worker(rank, world, init_file, layout, result_file):
-    """One data-parallel rank: its share of the rows (groups split on purpose), weights via the exchange."""
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    rows = synthetic_rows()
-    mine = [RowRecord(r.uid, r.key, r.positive, r.hidden, r.mask, (rank, j))
-            for j, r in enumerate(rows[i] for i in layout[rank])]
-    fields = shard_weight_fields(mine, ResRLConfig(min_pos_tokens=2), dist.group.WORLD)
-    torch.save({"rows": layout[rank], "weights": fields[WEIGHTS_FIELD].unbind(), "stats": fields[STATS_FIELD]},
-               f"{result_file}.{rank}")
-    dist.destroy_process_group()
-
-
-def test_groups_split_across_ranks_get_the_single_rank_weights(tmp_path):
-    """Two gloo ranks, every group split between them: the exchange makes the weights the 1-rank weights."""
-    rows = synthetic_rows()
-    single = shard_weight_fields(rows, ResRLConfig(min_pos_tokens=2))
-    layout = [[i for i in range(len(rows)) if i % 3 != 0], [i for i in range(len(rows)) if i % 3 == 0]]
-    mp.start_processes(_exchange_worker, args=(2, str(tmp_path / "init"), layout, str(tmp_path / "out")), nprocs=2,
-                       start_method="spawn")
-    for rank in range(2):
-        got = torch.load(f"{tmp_path / 'out'}.{rank}")
-        for j, i in enumerate(got["rows"]):
-            assert torch.equal(got["weights"][j], single[WEIGHTS_FIELD].unbind()[i])
-            assert torch.equal(got["stats"][j].nan_to_num(-9), single[STATS_FIELD][i].nan_to_num(-9))
-    assert single[STATS_FIELD][:, 0].tolist() == [1.0] * len(rows)
 
 
 def test_unmixed_groups_keep_weight_one():
