@@ -291,3 +291,19 @@ def test_unmixed_groups_keep_weight_one():
     fields = shard_weight_fields(rows, ResRLConfig(min_pos_tokens=2))
     assert torch.equal(fields[WEIGHTS_FIELD].values(), torch.ones_like(fields[WEIGHTS_FIELD].values()))
     assert fields[STATS_FIELD][:, 0].tolist() == [0.0] * len(rows)
+
+
+def test_pure_torch_response_cut_matches_verls_response_from_nested():
+    """resrl_capture.response_slices (for the torch-only GPU benchmark) cuts exactly as verl's function the engine
+    calls: the same rows for every sequence, so the benchmark measures the engine's cut."""
+    from verl.workers.utils.padding import response_from_nested
+
+    from verl_resrl.workers.resrl_capture import response_slices
+
+    seq_lens = torch.tensor([p + r for p, r in zip(PROMPT_LENS, RESP_LENS)])
+    flat = torch.randn(int(seq_lens.sum()), 5)
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), seq_lens.cumsum(0)])
+    verls = response_from_nested(torch.nested.nested_tensor_from_jagged(flat, offsets),
+                                 nested([torch.ones(r) for r in RESP_LENS])).unbind()
+    ours = response_slices(flat, seq_lens, torch.tensor(RESP_LENS))
+    assert len(ours) == len(verls) and all(torch.equal(a, b) for a, b in zip(ours, verls))

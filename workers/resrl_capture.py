@@ -93,8 +93,9 @@ class LayerTap:
 def response_slices(flat: torch.Tensor, seq_lens: torch.Tensor, resp_lens: torch.Tensor) -> list[torch.Tensor]:
     """Cut each sequence's response rows out of unpacked per-token rows (total_nnz, d), with the log-prob shift.
 
-    Mirrors ``verl.workers.utils.padding.response_from_nested``: row t of a sequence produced token t + 1, so the
-    r response tokens ending at offset e were produced by rows [e - r - 1, e - 1).
+    The cut of ``verl.workers.utils.padding.response_from_nested`` (which the engine calls), for the torch-only GPU
+    benchmark: row t of a sequence produced token t + 1, so the r response tokens ending at offset e were produced by
+    rows [e - r - 1, e - 1). tests/test_resrl_engine.py checks it equals verl's.
     """
     ends = torch.cumsum(seq_lens, 0).tolist()
     return [flat[e - r - 1 : e - 1].clone() for e, r in zip(ends, resp_lens.tolist(), strict=True)]
