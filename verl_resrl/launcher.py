@@ -262,6 +262,7 @@ def launch(config) -> None:
     # A dry run checks the config for the machines it will run on, not for this one: a GPU recipe dry-run on a CPU
     # login node must not be turned into a CPU run (only an explicit trainer.device=cpu selects the CPU path then).
     dry_run_elsewhere = bool(_select(config, "trainer.dry_run", False)) and _select(config, "trainer.device") != "cpu"
+    decision = None
     if not dry_run_elsewhere:
         decision = decide_device(config)
         print(decision.message(), flush=True)
@@ -280,7 +281,14 @@ def launch(config) -> None:
     log_path = os.path.join(str(_select(config, "resrl_progress.out_dir")), str(_select(config, "resrl_progress.log_file", "run.log")))
     quiet = bool(_select(config, "resrl_progress.enable", False)) and not bool(_select(config, "resrl_progress.verbose", False))
     with quiet_console(log_path, enabled=quiet):
-        run_ppo(config, task_runner_class=ResRLTaskRunner)
+        try:
+            run_ppo(config, task_runner_class=ResRLTaskRunner)
+        except Exception as err:
+            # say which path failed: a worker's CUDA/NCCL error alone does not tell why the run went to the GPUs
+            if decision is not None and not decision.cpu_path:
+                print(f"[resrl] the GPU path ({decision.reason}) failed in the Ray workers: {type(err).__name__}: "
+                      f"{str(err).strip().splitlines()[-1] if str(err).strip() else ''}", flush=True)
+            raise
     print_run_summary(config)  # start/end validation accuracy as the last lines of the run
     if quiet:
         print(f"[resrl] full log: {log_path}", flush=True)
