@@ -51,12 +51,16 @@ def test_partition_is_equal_sized_complete_and_keeps_mixed_groups_whole(seed, ba
 
 
 def test_partition_hand_derived_lpt():
-    """Four mixed groups of 2 rows, loads 10, 9, 2, 1 (per group) on 2 ranks: LPT pairs 10 with 1 and 9 with 2."""
+    """Four groups of 2 rows, loads 10, 9, 2, 1 (per group) on 2 ranks: verl's Karmarkar-Karp over whole groups pairs
+    10 with 1 and 9 with 2; with unequal group sizes our largest-first greedy does the same job."""
     uids = ["a", "a", "b", "b", "c", "c", "d", "d"]
     positive = [True, False] * 4
     workloads = [5, 5, 1, 1, 4.5, 4.5, 0.5, 0.5]  # a=10, b=2, c=9, d=1
     parts, split = whole_group_partition(uids, positive, workloads, 2, balance=True)
-    assert split == 0 and parts == [[0, 1, 6, 7], [2, 3, 4, 5]]
+    assert split == 0 and sorted(parts) == [[0, 1, 6, 7], [2, 3, 4, 5]]
+    uids = ["a", "a", "b", "b", "c", "c", "c", "c"]  # sizes 2, 2, 4: not verl's equal-count case
+    parts, split = whole_group_partition(uids, positive, [1, 1, 1, 1, 3, 3, 3, 3], 2, balance=True)
+    assert split == 0 and parts == [[4, 5, 6, 7], [0, 1, 2, 3]]  # c (largest) first, then a and b beside each other
     parts, _ = whole_group_partition(uids, positive, workloads, 2, balance=False)  # first fit, in order
     assert parts == [[0, 1, 2, 3], [4, 5, 6, 7]]
 

@@ -1,10 +1,12 @@
-"""The whole-group data-parallel partition of ResRL's trainer (pure Python: no verl, no torch).
+"""The whole-group data-parallel partition of ResRL's trainer.
 
 Its own module so that both the trainer (``verl_resrl/trainer.py``) and the layout probe
 (``verl_resrl/layout_probe.py``) import it without importing each other.
 """
 
 from __future__ import annotations
+
+from verl.utils.seqlen_balancing import get_seqlen_balanced_partitions
 
 
 def mixed_groups(uids: list, positive: list[bool]) -> dict:
@@ -15,12 +17,32 @@ def mixed_groups(uids: list, positive: list[bool]) -> dict:
     return {u: rows for u, rows in members.items() if len({positive[i] for i in rows}) == 2}
 
 
+def verl_group_partition(uids: list, workloads: list[float], k: int) -> list[list[int]] | None:
+    """verl's own balancer (Karmarkar-Karp, ``get_seqlen_balanced_partitions``) over whole prompt groups as items.
+
+    Applies when every group has the same number of rows and the groups split into k equal counts (the usual batch:
+    prompts x rollout.n, no padding rows): equal item counts are then equal row counts, which verl's dispatch needs.
+    Returns None otherwise (the caller's greedy handles it).
+    """
+    groups: dict = {}
+    for i, u in enumerate(uids):
+        groups.setdefault(u, []).append(i)
+    units = list(groups.values())
+    if len({len(rows) for rows in units}) != 1 or len(units) % k or len(units) < k:
+        return None
+    loads = [sum(workloads[i] for i in rows) for rows in units]
+    parts = get_seqlen_balanced_partitions(loads, k, equal_size=True)
+    return [sorted(i for unit in part for i in units[unit]) for part in parts]
+
+
 def whole_group_partition(uids: list, positive: list[bool], workloads: list[float], k: int, balance: bool = True):
     """Split rows into k equal-size parts with every mixed group whole; returns (sorted parts, mixed groups split).
 
     Without ``balance`` (``trainer.balance_batch=false``, where verl cuts the batch in order into k contiguous shards):
     when verl's own contiguous shards already keep every mixed group whole (rollouts of a prompt are adjacent, so
     this is the usual case), they are returned unchanged, so ResRL and GRPO runs of one config see the same shards.
+
+    With ``balance``: verl's own balancer over whole groups when the batch allows it (``verl_group_partition``).
 
     Otherwise mixed groups are placed first, whole (largest first, onto the least-loaded part that has room, when
     ``balance``; in order onto the first part with room otherwise); rows of the other groups, which need no
@@ -34,6 +56,9 @@ def whole_group_partition(uids: list, positive: list[bool], workloads: list[floa
     mixed = mixed_groups(uids, positive)
     if not balance and all(len({i // cap for i in rows}) == 1 for rows in mixed.values()):
         return [list(range(p * cap, (p + 1) * cap)) for p in range(k)], 0
+    verl_parts = verl_group_partition(uids, workloads, k) if balance else None
+    if verl_parts is not None:
+        return verl_parts, 0
     in_mixed = {i for rows in mixed.values() for i in rows}
     units = list(mixed.values())
     if balance:
