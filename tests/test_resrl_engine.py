@@ -6,7 +6,6 @@ only the FSDP wrapping and the device are left out (the module is the bare HF mo
 plain HF model: ``output_hidden_states`` of the same packed input, and of each sequence on its own.
 """
 
-import os
 import tempfile
 
 import pytest

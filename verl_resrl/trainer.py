@@ -5,8 +5,9 @@ subclass of verl's sync trainer ``PPOTrainerSync`` that changes three steps of `
 
 * ``_balance_batch``: after verl's own (padding to the required multiple, sequence-length partition), the batch is
   re-partitioned so that every MIXED prompt group (positive and negative rollouts) sits whole on one data-parallel
-  rank, balanced by verl's workload estimate when ``trainer.balance_batch`` is true (verl's sequence balancing
-  scatters a prompt's rollouts over ranks: spec, "Faults of the reference code", item 1);
+  rank (``verl_resrl/partition.py``): with ``trainer.balance_batch`` true, verl's own balancer over whole groups
+  where it applies (verl's row balancing scatters a prompt's rollouts over ranks: spec, "Faults of the reference
+  code", item 1); with false, verl's in-order shards whenever they already keep the mixed groups whole;
 * ``_compute_old_log_prob``: the forward-only pass also captures the chosen layer's states and computes the ResRL
   weights per whole group on the workers (``workers/resrl_engine.py``); the trainer only switches it on and logs
   ``resrl/*`` diagnostics read back from the batch fields, including the coverage;
