@@ -238,6 +238,8 @@ def test_weights_identical_under_every_layout_and_coverage_one(tmp_path, tiny_as
     report, steps = probe_run(tmp_path, ranks, f"resrl_tiny.data_dir={tiny_assets}", *WELL_POSED_SUBSPACE)
     assert_layout_invariant(report, ranks)
     assert steps and all(r["resrl/coverage"] == 1.0 and r["resrl/groups_split"] == 0.0 for r in steps), steps
+    # nothing split, nothing exchanged; every rank held its shard's states (reported, not NaN)
+    assert all(r["resrl/exchange_bytes"] == 0.0 and r["resrl/captured_bytes"] > 0 for r in steps), steps
 
 
 @pytest.mark.e2e
