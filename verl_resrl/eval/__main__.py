@@ -1,4 +1,5 @@
-"""``python -m verl_resrl.eval``: Avg@16, unbiased Pass@k, diversity, tables and plots for an HF checkpoint.
+"""``python -m verl_resrl.eval``: Avg@16, unbiased Pass@k, diversity, tables and plots for an HF model folder or a
+verl FSDP checkpoint (``.../global_step_N/actor``, merged with verl's model merger).
 
     python -m verl_resrl.eval model_path=ckpt/hf 'benchmarks=[data/aime2024.parquet,data/aime2025.parquet]' \
         output_dir=out/resrl run_name=ResRL n=128

@@ -180,12 +180,12 @@ def execute(cfg, plan: Plan, benchmarks: list[str], warmstart_model: str | None,
         for i, run in enumerate(plan.runs, 1):
             progress.label = f"run {i}/{len(plan.runs)} {run.name}"
             started = time.monotonic()
-            trained = training_status(run)[0] and eval_status(run.eval_dir, run.actor_dir, cfg.eval.n,
+            skipped = training_status(run)[0] and eval_status(run.eval_dir, run.actor_dir, cfg.eval.n,
                                                               num_prompts)[0]
             _train(cfg, run, progress)
             _eval(cfg, run.actor_dir, run.eval_dir, run.name, benchmarks, num_prompts, progress)
             progress.done += 1
-            if not trained:  # a skipped run says nothing about how long a run takes
+            if not skipped:  # a skipped run says nothing about how long a run takes
                 progress.unit_seconds.append(time.monotonic() - started)
     finally:
         signal.signal(signal.SIGTERM, previous)
