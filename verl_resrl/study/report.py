@@ -72,6 +72,8 @@ def paired(evals, warm, a: str, b: str, bench: str, col: str, draws: int, level:
         if warm is None:
             return None
         seeds = sorted(evals[a])
+        if tuple(warm[bench]["prompt"]) != tuple(evals[a][seeds[0]][bench]["prompt"]):
+            raise ValueError(f"the warm-start eval and {a}'s evals of {bench} hold different prompt sets")
         right = np.repeat(stack([warm[bench]], col), len(seeds), axis=0)
     else:
         seeds = sorted(set(evals[a]) & set(evals.get(b, {})))
