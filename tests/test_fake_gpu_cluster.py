@@ -88,7 +88,7 @@ def test_without_ray_address_this_cpu_host_takes_the_cpu_path(tiny, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this host has CUDA")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "VERL_"))}
-    cmd = [sys.executable, "-m", "verl_resrl.main_ppo", "+recipe=resrl_math", "ray_kwargs.ray_init.address=local",
+    cmd = [sys.executable, "-m", "verl_resrl.main_ppo", "+recipe=resrl_math", "+ray_kwargs.ray_init.address=local",
            *local_files(tiny, tmp_path / "run")]
     rc, output = run(cmd, env, timeout=300)
     assert rc not in (0, None), output[-3000:]
