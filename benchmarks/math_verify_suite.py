@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import argparse
 import collections
+import hashlib
 import importlib
+import importlib.metadata
 import json
 import os
 import sys
@@ -128,6 +130,22 @@ def evaluate(cases: list[dict], wrapping: str) -> list[dict]:
     return rows
 
 
+def short(text: str) -> str:
+    """A long case shortened to its start and end, on one line."""
+    return (text if len(text) <= 110 else text[:60] + " ... " + text[-45:]).replace("\n", "\\n")
+
+
+def suite_fingerprint(checkout: str) -> str:
+    """sha256 (first 12 hex digits) of the checkout's test files, to name the suite version a run used."""
+    digest = hashlib.sha256()
+    folder = os.path.join(checkout, "tests")
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".py"):
+            with open(os.path.join(folder, name), "rb") as f:
+                digest.update(name.encode() + b"\0" + f.read())
+    return digest.hexdigest()[:12]
+
+
 def report(rows: list[dict], wrapping: str) -> dict:
     """Print agreement per file and every disagreement; return the summary."""
     per_file = collections.defaultdict(lambda: [0, 0])
@@ -144,14 +162,15 @@ def report(rows: list[dict], wrapping: str) -> dict:
     for r in rows:
         if r["agree"]:
             continue
-        short = lambda s: (s if len(s) <= 110 else s[:60] + " ... " + s[-45:]).replace("\n", "\\n")  # noqa: E731
         print(f"\n{r['file']}::{r['test']}[{r['index']}] label={int(r['label'])} ours={int(r['ours'])} "
               f"({r['reason']}) cause={r['cause']}")
         print(f"    gold: {short(r['gold'])}\n    pred: {short(r['pred'])}")
         print(f"    our gold answer: {short(r['gold_answer'])}\n    our pred answer: {short(r['answer'] or '')}")
+    keep = ("file", "test", "index", "label", "ours", "reason", "cause")
     return {"wrapping": wrapping, "agree": agree, "total": len(rows),
             "per_file": {k: {"agree": a, "total": t} for k, (a, t) in sorted(per_file.items())},
-            "disagreements": [r for r in rows if not r["agree"]]}
+            "disagreements": [{**{k: r[k] for k in keep}, **{k: short(r[k] or "") for k in
+                              ("gold", "pred", "gold_answer", "answer")}} for r in rows if not r["agree"]]}
 
 
 def main() -> None:
@@ -163,8 +182,14 @@ def main() -> None:
     args = parser.parse_args()
     if not os.path.isdir(os.path.join(args.checkout, "tests")):
         parser.error(f"checkout {args.checkout!r} has no tests/ folder")
-    cases = collect_cases(os.path.abspath(args.checkout))
+    checkout = os.path.abspath(args.checkout)
+    import math_verify  # noqa: F401 - the installed version re-runs the cases to find causes
+
+    print(f"suite: {checkout}/tests (fingerprint {suite_fingerprint(checkout)}), "
+          f"math-verify {importlib.metadata.version('math-verify')} installed")
+    cases = collect_cases(checkout)
     summary = report(evaluate(cases, args.wrapping), args.wrapping)
+    summary["suite_fingerprint"] = suite_fingerprint(checkout)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(summary, f, indent=1)

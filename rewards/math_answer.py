@@ -136,7 +136,13 @@ def _is_prose(text: str) -> bool:
     return words >= 2 or words == 1 and _MATH_SEGMENT.search(text) is not None  # "approximately $3.14$"
 
 
-_NUMBER = re.compile(r"(?<![\w.,\\{^_])[-+]?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?(?:\s*\\?%)?(?!\d)")
+# A plain number in prose: after a space, bracket, colon, "=" or "$", before a space, punctuation or the end
+# (a unit or currency may sit between: "1,000.99m²", "5€"), so digits inside identifiers, paths and hex strings
+# are never taken, nor the head of a longer number ("1,000" of "1,000.99").
+_NUMBER = re.compile(
+    r"(?:(?<=[\s(\[:=~$])|^)[-+]?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?(?:\s*\\?%)?"
+    r"(?=[A-Za-z\u00b2\u00b3\u00b0\u20ac\u00a3\u00a5]*(?:[\s;:!?)\]$]|[.,](?!\d)|$))"
+)
 
 
 def _last_math(text: str) -> str | None:
@@ -178,9 +184,9 @@ def final_expression(text: str) -> str:
 
 
 def _join_parts(parts: list[str]) -> str:
-    """One answer from the contents of several boxes: the parts as a comma-separated list (math-verify's reading)."""
+    """One answer from several boxes: the distinct parts as a comma-separated list, which reads as a set."""
     cleaned = [_clean(final_expression(p)) for p in parts]
-    return ", ".join(p for p in cleaned if p)
+    return ", ".join(dict.fromkeys(p for p in cleaned if p))  # a set: "\boxed{1}\boxed{1}" is the answer 1
 
 
 def _line_content(rest: str) -> str:

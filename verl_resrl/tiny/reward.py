@@ -16,9 +16,13 @@ verl's reward loop (``experimental/reward_loop/reward_manager/naive.py``) calls 
 from __future__ import annotations
 
 from verl_resrl.rewards.math import score as math_score
+from verl_resrl.rewards.math import warm_up
 
 # absolute import: verl may load this module from its file path (custom_reward_function.path), outside the package
 from verl_resrl.tiny.task import DATA_SOURCE, shows_work
+
+# verl loads this module once per reward worker: the verifier's imports (~1-2 s) are paid here, not by a first score
+warm_up()
 
 
 def compute_score(data_source, solution_str, ground_truth, extra_info=None, reward_convention="signed", **kwargs):
