@@ -33,7 +33,8 @@ NOISE_SAFETY = 10.0
 The sign perturbation moves every element by the layout noise's LARGEST element difference, so it dominates that
 noise in every norm; what it does not match is the direction (to first order a weight moves by J . delta, and the
 layout's delta is structured, not random). Measured on the tiny recipe (AVX-512 host, fp32, 1 and 2 ranks): layouts
-moved the weights by at most 0.38 of this perturbation's movement (0.46 with an earlier uniform-noise draft); 10
+moved the weights by at most 0.40 of this perturbation's movement over 5 runs (0.46 with an earlier uniform-noise
+draft); 10
 leaves a factor ~20 for kernels that shape the noise differently (AVX2 vs AVX-512). A grouping or layout fault moves
 weights by 1e-2 or more."""
 
