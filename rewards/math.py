@@ -197,19 +197,20 @@ def judge(pred: str, gold: str) -> str:
 _warmed_up = False
 # One check per family of objects: sympy imports and builds much of its machinery (polynomials, sets, intervals,
 # relations, matrices, functions) on first use, measured at up to 1.5 s for the first polynomial check alone.
+# Equal pairs only: they are the cheap path (a wrong pair tries every comparison), ~1.5 s of CPU for all of them.
 _WARM_UP_CASES = (
     (r"\frac{1}{2}", "0.5"), ("x^2+2x+1", "(x+1)^2"), (r"2\sqrt{3}", r"\sqrt{12}"), (r"\{1,2\}", "2, 1"),
-    ("(0,1]", "[0, 1)"), ("x=1, x=2", "1, 2"), (r"x \geq 5", "x >= 5"), (r"\sin(x)", r"\cos(x)"),
-    ("3.14", r"\pi"), (r"\begin{pmatrix}1&2\\3&4\end{pmatrix}", r"\begin{pmatrix}1&2\\3&5\end{pmatrix}"),
-    (r"\log(8)", r"3\log(2)"), ("50\\%", "50"),
+    ("(0,1]", "(0, 1]"), ("x=1, x=2", "1, 2"), (r"x \geq 5", "x >= 5"), (r"\sin(x)", r"\sin{(x)}"),
+    (r"\frac{\pi}{2}", r"\pi/2"), ("10^{3}", "1000"),
+    (r"\begin{pmatrix}1&2\\3&4\end{pmatrix}", r"\begin{pmatrix}1 & 2\\ 3 & 4\end{pmatrix}"),
 )
 
 
 def warm_up() -> None:
     """Import sympy and math-verify and run one check of each kind, outside any deadline; idempotent.
 
-    Both libraries are imported lazily and build parsers and caches on first use (~1-2 s on an idle machine, 5 s
-    measured on a loaded one): paid inside a deadline, this scored a first answer ``timeout``. ``score`` calls
+    Both libraries are imported lazily and build parsers and caches on first use (~1.5 s of CPU, 5-14 s of wall
+    time measured on a loaded machine): paid inside a deadline, this scored a first answer ``timeout``. ``score`` calls
     this before it starts its deadline, so no caller can lose a score to it; callers that want the cost at start-up
     (the pool's workers, the tiny task's reward) call it themselves.
     """
