@@ -44,8 +44,8 @@ class LocalCluster:
         self.temp_dir = tempfile.mkdtemp(prefix="rn_", dir="/tmp")  # short: Ray's socket paths stay < 108 bytes
         self.head_spec, self.worker_specs = head, workers
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "VERL_"))}
-        self.env.update(RAY_AUTH_TOKEN=secrets.token_hex(32), VERL_RESRL_VENV=VENV, NODE_IP="127.0.0.1",
-                        RAY_TEMP_DIR=self.temp_dir, RAY_BLOCK="1", RAY_DASHBOARD_HOST="127.0.0.1")
+        self.env.update(RAY_AUTH_TOKEN=secrets.token_hex(32), RAY_AUTH_MODE="token", VERL_RESRL_VENV=VENV,
+                        NODE_IP="127.0.0.1", RAY_TEMP_DIR=self.temp_dir, RAY_BLOCK="1", RAY_DASHBOARD_HOST="127.0.0.1")
         self.procs: list[subprocess.Popen] = []
         self.address = self.url = None
 
@@ -79,8 +79,11 @@ class LocalCluster:
 
     def nodes(self) -> list | None:
         """[[GPUs, CPUs], ...] of the alive nodes, or None while the head does not answer."""
-        proc = subprocess.run([sys.executable, "-c", NODES, self.address], env=self.env, capture_output=True,
-                              text=True, timeout=120)
+        try:
+            proc = subprocess.run([sys.executable, "-c", NODES, self.address], env=self.env, capture_output=True,
+                                  text=True, timeout=60)
+        except subprocess.TimeoutExpired:  # ray.init keeps retrying a head that is not (or no longer) up
+            return None
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("NODES")]
         return json.loads(lines[-1][len("NODES"):]) if lines else None
 
