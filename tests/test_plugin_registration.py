@@ -132,7 +132,10 @@ def test_a_cpu_only_actor_of_a_gpu_run_gets_nothing_of_the_cpu_platform(monkeypa
     from verl_resrl.device_decision import DeviceDecision, RunTarget
     from verl_resrl.launcher import configure_gpu_run
 
-    monkeypatch.delenv("VERL_PLATFORM", raising=False)
+    # the local Ray instance's processes inherit this one's environment: drop what an in-process CPU-path test
+    # (configure_cpu_run) may have left there, so that only the GPU run's runtime env reaches the actor
+    for key in ("VERL_PLATFORM", "VERL_ENGINE_DEVICE", "VERL_ENGINE_VENDOR", "VERL_RESRL_DEVICE"):
+        monkeypatch.delenv(key, raising=False)
     config = OmegaConf.create({"trainer": {"device": "cuda"}, "ray_kwargs": {"ray_init": {}}})
     configure_gpu_run(config, DeviceDecision("cuda", "test: a GPU cluster", RunTarget("h:1", "RAY_ADDRESS")))
     runtime_env = OmegaConf.to_container(config.ray_kwargs.ray_init.runtime_env)

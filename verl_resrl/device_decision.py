@@ -160,8 +160,9 @@ def cluster_resources(address: str) -> dict[str, float]:
     try:
         ray.init(address=address, logging_level="ERROR", log_to_driver=False)
     except Exception as err:  # noqa: BLE001 - name the address and where it came from
-        raise DeviceDecisionError(f"cannot reach the Ray cluster at {address} to read its resources: {err} "
-                                  "(unset RAY_ADDRESS or set ray_kwargs.ray_init.address=local for a local run)") from err
+        raise DeviceDecisionError(
+            f"cannot reach the Ray cluster at {address} to read its resources: {err} "
+            "(unset RAY_ADDRESS or set +ray_kwargs.ray_init.address=local for a local run)") from err
     try:
         return dict(ray.cluster_resources())
     finally:
