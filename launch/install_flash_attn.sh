@@ -25,7 +25,7 @@ wheel="${VERL_RESRL_FLASH_ATTN_WHEEL:-}"
 if ! tags="$("$py" -c 'import sys, torch
 cuda = torch.version.cuda
 if cuda is None:
-    sys.exit("torch %s in this venv is a CPU build: flash-attn needs the gpu extra's CUDA torch" % torch.__version__)
+    sys.exit("torch %s in this venv is a CPU build: flash-attn needs the CUDA torch of the gpu extra" % torch.__version__)
 t = ".".join(torch.__version__.split("+")[0].split(".")[:2])
 abi = "TRUE" if torch._C._GLIBCXX_USE_CXX11_ABI else "FALSE"
 py = "cp%d%d" % sys.version_info[:2]
