@@ -6,6 +6,7 @@ modules made to raise on import by a meta-path finder installed first.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -148,5 +149,6 @@ def test_a_cpu_only_actor_of_a_gpu_run_gets_nothing_of_the_cpu_platform(monkeypa
         report = ray.get(actor.report.remote(), timeout=240)
     finally:
         ray.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
     assert report == {"sees_cuda": False, "device_env": "cuda", "verl_platform_env": None, "module_imported": False,
                       "registered": False, "pg_wrapped": False, "engine_env": None}
