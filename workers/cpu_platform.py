@@ -1,11 +1,12 @@
 """A CPU platform for verl 0.9.1, plugged in through verl's own seams. Imported in every process by our plugin.
 
-verl has no CPU platform (measured blockers: docs/cpu_path.md, "Why a platform"). On a host without an accelerator,
-importing this module (``verl_resrl.plugin`` does it inside ``import verl``) activates four small changes:
+verl has no CPU platform (measured blockers: docs/cpu_path.md, "Why a platform"). When the launcher chose the CPU
+path (the marker below), importing this module (``verl_resrl.plugin`` does it inside ``import verl``) activates four
+small changes:
 
 1. ``PlatformRegistry`` gets a ``"cpu"`` platform (:class:`PlatformCPU`). verl's auto-detection probes the
    registered platforms in order and picks the first available one; nvidia/huawei/amd report unavailable, ours
-   reports available, so ``get_platform()`` returns it without any environment variable.
+   reports available, so ``get_platform()`` returns it (``VERL_PLATFORM=cpu`` also names it directly).
 2. Its device module (:data:`CPU_DEVICE_MODULE`) is ``torch.cpu`` plus the CUDA-module calls verl makes
    (memory statistics as 0, ``mem_get_info`` from psutil, RNG state, ``get_device_name``).
 3. ``verl.utils.distributed.initialize_global_process_group_ray`` is wrapped to pass the plain backend ``"gloo"``:
