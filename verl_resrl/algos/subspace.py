@@ -1,9 +1,9 @@
 """Spec eq. (1)'s basis: the top-k right singular vectors of each group's centred positive tokens, in pure torch.
 
 Each group's X (M tokens x d) is handled on its SMALLER side, m = min(M, d): an eigendecomposition of an m x m
-(exact) or L x L (randomised) Gram matrix in float64 replaces an SVD of the M x d matrix. Both return the same
-vectors as an SVD (exactly, up to rounding, for "exact"); the full float32 SVD they replace cost ~10x as much at
-M = 768, d = 2560 and the randomised path's d-side QR factorisations half its time (``benchmarks/resrl_weights.py``).
+(exact) or L x L (randomised) Gram matrix in float64 replaces an SVD of the M x d matrix ("exact": the SVD's
+vectors up to rounding). At M = 768, d = 2560 the full float32 SVD this replaces cost ~9x the float64 Gram route,
+and the larger side's QR factorisations, dropped from the randomised power steps, a third of its time.
 
 k stops at the numerical rank: singular values at or below sigma_max * max(M, d) * eps(float32) are rounding noise
 of the float32 states and their directions arbitrary; keeping them (spec: k = min(64, rows - 1, d) whatever the
