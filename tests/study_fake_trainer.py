@@ -25,7 +25,12 @@ def save_verl_checkpoint(model, tokenizer, actor_dir: str) -> None:
     from verl.utils.checkpoint.fsdp_checkpoint_manager import FSDPCheckpointManager
 
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", str(29500 + os.getpid() % 20000))
+    if "MASTER_PORT" not in os.environ:  # a port free now (a pid-derived one collided with other processes' ports)
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            os.environ["MASTER_PORT"] = str(s.getsockname()[1])
     started = not dist.is_initialized()
     if started:
         dist.init_process_group("gloo", rank=0, world_size=1)

@@ -124,19 +124,14 @@ def _actor_report():
     }
 
 
-def test_a_cpu_only_actor_of_a_gpu_run_gets_nothing_of_the_cpu_platform(monkeypatch):
-    """The launcher chose the GPU path (a fake cluster's decision); its runtime env reaches a CPU-only actor on a
-    host with no GPU (the earlier local detection switched the CPU platform on exactly there)."""
+def _gpu_run_probe() -> dict:
+    """In a fresh process: a private Ray instance with the GPU run's runtime env, one CPU-only actor's report."""
     import ray
     from omegaconf import OmegaConf
 
     from verl_resrl.device_decision import DeviceDecision, RunTarget
     from verl_resrl.launcher import configure_gpu_run
 
-    # the local Ray instance's processes inherit this one's environment: drop what an in-process CPU-path test
-    # (configure_cpu_run) may have left there, so that only the GPU run's runtime env reaches the actor
-    for key in ("VERL_PLATFORM", "VERL_ENGINE_DEVICE", "VERL_ENGINE_VENDOR", "VERL_RESRL_DEVICE"):
-        monkeypatch.delenv(key, raising=False)
     config = OmegaConf.create({"trainer": {"device": "cuda"}, "ray_kwargs": {"ray_init": {}}})
     configure_gpu_run(config, DeviceDecision("cuda", "test: a GPU cluster", RunTarget("h:1", "RAY_ADDRESS")))
     runtime_env = OmegaConf.to_container(config.ray_kwargs.ray_init.runtime_env)
@@ -146,9 +141,25 @@ def test_a_cpu_only_actor_of_a_gpu_run_gets_nothing_of_the_cpu_platform(monkeypa
              log_to_driver=False, runtime_env=runtime_env)
     try:
         actor = ray.remote(num_cpus=0, num_gpus=0)(_Probe).remote()
-        report = ray.get(actor.report.remote(), timeout=240)
+        return ray.get(actor.report.remote(), timeout=240)
     finally:
         ray.shutdown()
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_a_cpu_only_actor_of_a_gpu_run_gets_nothing_of_the_cpu_platform():
+    """The launcher chose the GPU path (a fake cluster's decision); its runtime env reaches a CPU-only actor on a
+    host with no GPU (the earlier local detection switched the CPU platform on exactly there). Run in a fresh
+    process whose environment holds none of the CPU path's variables: the local Ray instance's processes inherit
+    the driver's environment, and in-process CPU-path tests of the suite leave such variables behind."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("VERL_PLATFORM", "VERL_ENGINE_DEVICE", "VERL_ENGINE_VENDOR", "VERL_RESRL_DEVICE")}
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import test_plugin_registration as t; "
+            "print('REPORT' + json.dumps(t._gpu_run_probe()))")
+    proc = subprocess.run([sys.executable, "-c", code, os.path.dirname(os.path.abspath(__file__))], env=env,
+                          capture_output=True, text=True, timeout=300)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("REPORT")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    report = json.loads(lines[-1][len("REPORT"):])
     assert report == {"sees_cuda": False, "device_env": "cuda", "verl_platform_env": None, "module_imported": False,
                       "registered": False, "pg_wrapped": False, "engine_env": None}
