@@ -232,7 +232,8 @@ def test_validation_table_rows_and_columns_by_hand():
 
     tiny = {"step": 0, VAL: 0.375, "val-core/resrl_tiny/arith/reward/mean@1": -0.25,
             "val-core/resrl_tiny/arith/avg@1": 0.375, "val-core/resrl_tiny/arith/pass@1": 0.375,
-            "val-aux/resrl_tiny/arith/worked/mean@1": 0.5}
+            "val-aux/resrl_tiny/arith/worked/mean@1": 0.5, "val-aux/resrl_tiny/arith/score/mean@1": -0.25,
+            "val-aux/resrl_tiny/arith/acc_success_only/mean@1": 0.375, "val-aux/resrl_tiny/arith/reward/mean@1": 0.1}
     assert validation_table(tiny) == [
         "[resrl] validation at step 0:",
         "[resrl]   data source     " + "      acc mean@1" + "   worked mean@1",

@@ -80,6 +80,9 @@ def validation_accuracy(metrics: Mapping[str, Any]) -> tuple[Optional[str], Opti
     return None, None
 
 
+CORE_SCORE_FIELDS = ("acc", "acc_success_only", "reward", "score")
+
+
 def _validation_columns(record: Mapping[str, float], source: str) -> dict[str, float]:
     """One data source's table cells: accuracy, Avg@n and the largest Pass@k (n > 1), and its val-aux metrics."""
     cells: dict[str, float] = {}
@@ -98,7 +101,8 @@ def _validation_columns(record: Mapping[str, float], source: str) -> dict[str, f
                 passes[int(rest[5:])] = value
         elif key.startswith(aux) and re.fullmatch(r"[^/]+/mean@\d+", key[len(aux):]):
             metric, stat = key[len(aux):].split("/")
-            cells[f"{metric} {stat}"] = value
+            if metric not in CORE_SCORE_FIELDS:  # verl repeats the scorer's own fields under val-aux
+                cells[f"{metric} {stat}"] = value
     if passes and max(passes) > 1:
         cells[f"pass@{max(passes)}"] = passes[max(passes)]
     return cells
