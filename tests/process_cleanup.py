@@ -2,6 +2,7 @@
 
 import os
 import signal
+import subprocess
 import time
 
 
@@ -38,3 +39,15 @@ def assert_nothing_left(deadline_s: float = 5.0) -> None:
     while sandbox_processes() and time.monotonic() < end:
         time.sleep(0.05)
     assert sandbox_processes() == 0
+
+
+def run_in_own_session(cmd, env, timeout, cwd=None):
+    """(returncode or None on timeout, output) of ``cmd`` in its own session; its process group is killed on timeout."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, cwd=cwd)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        return proc.returncode, out
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        return None, proc.communicate()[0]

@@ -10,11 +10,10 @@ this machine has no network. Each run is killed by process group at its timeout.
 import os
 import re
 import secrets
-import signal
-import subprocess
 import sys
 
 import pytest
+from process_cleanup import run_in_own_session
 from test_ray_job import REPO, LocalRayHead
 
 pytestmark = pytest.mark.e2e
@@ -40,14 +39,7 @@ def local_files(tiny, out_dir):
 
 def run(cmd, env, timeout=RUN_TIMEOUT_S):
     """(returncode or None on timeout, output)."""
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True, cwd=REPO)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-        return proc.returncode, out
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        return None, proc.communicate()[0]
+    return run_in_own_session(cmd, env, timeout, cwd=REPO)
 
 
 @pytest.fixture(scope="module")

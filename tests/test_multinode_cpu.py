@@ -4,12 +4,11 @@ the CPU path, one actor rank per node. What this proves and what only a real clu
 
 import json
 import math
-import os
-import signal
 import subprocess
 import sys
 
 import pytest
+from process_cleanup import run_in_own_session
 from ray_nodes import LocalCluster
 
 pytestmark = pytest.mark.e2e
@@ -30,14 +29,7 @@ def tiny_dir():
 
 def run(cmd, env, timeout):
     """(returncode or None on timeout, output); the run's process group is killed on timeout."""
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-        return proc.returncode, out
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        return None, proc.communicate()[0]
+    return run_in_own_session(cmd, env, timeout)
 
 
 def test_two_nodes_one_actor_rank_each_two_steps(tmp_path, tiny_dir):

@@ -19,25 +19,13 @@ from verl_resrl.workers.resrl_groups import (
     STATS_FIELD,
     WEIGHTS_FIELD,
     RowRecord,
-    content_key,
     group_weights,
     shard_weight_fields,
 )
 
-D = 16
+from test_resrl_engine import synthetic_rows  # noqa: E402 - the same mixed groups as the engine's group tests
+
 CONFIG = ResRLConfig(min_pos_tokens=2)
-
-
-def synthetic_rows(seed=0, groups=4, n=4, d=D):
-    """Mixed groups of random 'hidden states' with varied lengths (signs alternate inside a group)."""
-    g = torch.Generator().manual_seed(seed)
-    rows = []
-    for k in range(groups):
-        for j in range(n):
-            r = int(torch.randint(3, 9, (1,), generator=g))
-            rows.append(RowRecord(f"g{k}", content_key(torch.randint(0, 99, (r,), generator=g)), j % 2 == 0,
-                                  torch.randn(r, d, generator=g), torch.ones(r), (0, len(rows))))
-    return rows
 
 
 def _worker(rank, world, init_file, layout, result_file):
@@ -73,8 +61,8 @@ def run_two_ranks(tmp_path, layout):
 
 def row_bytes(row: RowRecord) -> int:
     """What moving one row costs: float32 states + mask there, float32 weights + one stats row back."""
-    r = row.hidden.shape[0]
-    return r * (D * 4 + 4) + (r + len(STATS_COLUMNS)) * 4
+    r, d = row.hidden.shape
+    return r * (d * 4 + 4) + (r + len(STATS_COLUMNS)) * 4
 
 
 @pytest.mark.parametrize("layout_name", ["every_group_split", "one_group_split"])
