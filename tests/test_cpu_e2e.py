@@ -161,7 +161,9 @@ def test_the_terminal_shows_progress_and_the_log_keeps_verls_output(tmp_path, ti
     run_dir = tmp_path / "run"
     rc, console, records, _ = run_main(run_dir, tiny_dir, console_only=True)
     assert_two_finite_training_steps(rc, console, records)
-    lines = console.splitlines()
+    from verl_resrl.console import RAY_PREFIX
+
+    lines = [RAY_PREFIX.sub("", ln) for ln in console.splitlines()]  # "(_ResRLTaskRunner pid=N) [resrl] ..."
     log = (run_dir / "run.log").read_text(errors="replace")
     assert any(ln.startswith("[resrl] full log") and str(run_dir / "run.log") in ln for ln in lines), console[-3000:]
     assert any(ln.startswith("[resrl] step 2/2") for ln in lines)

@@ -289,6 +289,11 @@ def launch(config) -> None:
                 print(f"[resrl] the GPU path ({decision.reason}) failed in the Ray workers: {type(err).__name__}: "
                       f"{str(err).strip().splitlines()[-1] if str(err).strip() else ''}", flush=True)
             raise
+        finally:
+            # Ray prints its de-duplicated worker lines ("[repeated 20x across cluster]") when it shuts down: do it
+            # here, so that they go to the log and the summary below stays the last thing on the terminal
+            if quiet and ray.is_initialized():
+                ray.shutdown()
     print_run_summary(config)  # start/end validation accuracy as the last lines of the run
     if quiet:
         print(f"[resrl] full log: {log_path}", flush=True)
