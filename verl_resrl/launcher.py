@@ -278,8 +278,10 @@ def launch(config) -> None:
     from verl_resrl.progress import print_run_summary
 
     # the terminal shows our progress lines and errors; verl's metric dumps and Ray's worker output go to the log
-    log_path = os.path.join(str(_select(config, "resrl_progress.out_dir")), str(_select(config, "resrl_progress.log_file", "run.log")))
-    quiet = bool(_select(config, "resrl_progress.enable", False)) and not bool(_select(config, "resrl_progress.verbose", False))
+    log_path = os.path.join(str(_select(config, "resrl_progress.out_dir")),
+                            str(_select(config, "resrl_progress.log_file", "run.log")))
+    quiet = bool(_select(config, "resrl_progress.enable", False)) and not bool(
+        _select(config, "resrl_progress.verbose", False))
     with quiet_console(log_path, enabled=quiet):
         try:
             run_ppo(config, task_runner_class=ResRLTaskRunner)
