@@ -43,7 +43,10 @@ class LocalCluster:
     def __init__(self, head: dict, workers: list[dict]):
         self.temp_dir = tempfile.mkdtemp(prefix="rn_", dir="/tmp")  # short: Ray's socket paths stay < 108 bytes
         self.head_spec, self.worker_specs = head, workers
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "VERL_"))}
+        # a clean node environment: no Ray/verl settings and no torch rendezvous of pytest's process; the one
+        # verl_resrl choice a caller sets for the whole suite (.ci/run's CPU precision) is kept
+        self.env = {k: v for k, v in os.environ.items()
+                    if not k.startswith(("RAY_", "VERL_", "MASTER_")) or k == "VERL_RESRL_CPU_BF16"}
         self.env.update(RAY_AUTH_TOKEN=secrets.token_hex(32), RAY_AUTH_MODE="token", VERL_RESRL_VENV=VENV,
                         NODE_IP="127.0.0.1", RAY_TEMP_DIR=self.temp_dir, RAY_BLOCK="1", RAY_DASHBOARD_HOST="127.0.0.1")
         self.procs: list[subprocess.Popen] = []

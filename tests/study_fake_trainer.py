@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import time
 
 
@@ -24,16 +25,12 @@ def save_verl_checkpoint(model, tokenizer, actor_dir: str) -> None:
     from torch.distributed.fsdp import fully_shard
     from verl.utils.checkpoint.fsdp_checkpoint_manager import FSDPCheckpointManager
 
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    if "MASTER_PORT" not in os.environ:  # a port free now (a pid-derived one collided with other processes' ports)
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            os.environ["MASTER_PORT"] = str(s.getsockname()[1])
     started = not dist.is_initialized()
-    if started:
-        dist.init_process_group("gloo", rank=0, world_size=1)
+    if started:  # a file rendezvous: no port to collide, and no MASTER_* left in os.environ for later subprocesses
+        # (an earlier version set MASTER_PORT here; tests calling this in pytest's process leaked a stale port to
+        # every later test's children, and one of them failed binding it)
+        with tempfile.TemporaryDirectory() as rendezvous:
+            dist.init_process_group("gloo", init_method=f"file://{rendezvous}/init", rank=0, world_size=1)
     try:
         from torch.distributed.device_mesh import init_device_mesh
 

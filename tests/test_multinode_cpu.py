@@ -47,8 +47,10 @@ def test_two_nodes_one_actor_rank_each_two_steps(tmp_path, tiny_dir):
         rc, output = run(cmd, env, RUN_TIMEOUT_S)
         actors = subprocess.run([sys.executable, "-c", ACTORS, cluster.url], env=env, capture_output=True,
                                 text=True, timeout=120)
-    assert rc is not None, f"the run hung until {RUN_TIMEOUT_S} s:\n{output[-5000:]}"
-    assert rc == 0, output[-6000:]
+    # the quiet console keeps verl's and Ray's lines in run.log: a failure shows its tail too
+    full_log = (run_dir / "run.log").read_text()[-8000:] if (run_dir / "run.log").exists() else "(no run.log)"
+    assert rc is not None, f"the run hung until {RUN_TIMEOUT_S} s:\n{output[-3000:]}\n--- run.log tail:\n{full_log}"
+    assert rc == 0, f"{output[-3000:]}\n--- run.log tail:\n{full_log}"
     assert "[resrl] device: cpu (CPU path): trainer.device=cpu" in output
     with open(run_dir / "metrics.jsonl") as fh:
         steps = [json.loads(line) for line in fh if "critic/score/mean" in line]
