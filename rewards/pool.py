@@ -5,8 +5,9 @@ its worker process (reason ``timeout``; the actor survives and starts a new work
 replaced and the items it held are retried once, one by one; an item that fails again is scored with reason
 ``crash``. Items are validated in the driver first, so bad input is an error naming the item and key, never a crash.
 
-Item format: ``{"kind": "math", "response": str, "ground_truth": str, **math options}`` or
-``{"kind": "code", "program": str, "tests": [{"input", "output"}], "timeout_s": float (optional), **code options}``.
+Item format: ``{"kind": "math", "response": str, "ground_truth": str, **math options}``,
+``{"kind": "code", "program": str, "tests": [{"input", "output"}], "timeout_s": float (optional), **code options}`` or
+``{"kind": "function_call", "response": str, "ground_truth": list | JSON, "tools": list | JSON | None, **options}``.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ import tempfile
 import time
 
 from verl_resrl.rewards import code as code_verifier
+from verl_resrl.rewards import function_call as function_call_verifier
 from verl_resrl.rewards import math as math_verifier
 from verl_resrl.rewards.worker_process import KILL_MARGIN_S, STARTUP_TIMEOUT_S, VerifierProcess, negative_result
 
 logger = logging.getLogger(__name__)
 
-_ARGS = {"math": ("response", "ground_truth"), "code": ("program", "tests", "timeout_s")}
+_ARGS = {"math": ("response", "ground_truth"), "code": ("program", "tests", "timeout_s"),
+         "function_call": ("response", "ground_truth", "tools")}
 
 
 def default_num_workers() -> int:
@@ -38,7 +41,7 @@ def normalize_item(index: int, item) -> dict:
         raise TypeError(f"items[{index}] must be a dict, got {type(item).__name__}")
     kind = item.get("kind")
     if kind not in _ARGS:
-        raise ValueError(f"items[{index}]['kind'] must be 'math' or 'code', got {kind!r}")
+        raise ValueError(f"items[{index}]['kind'] must be one of {sorted(_ARGS)}, got {kind!r}")
     options = {k: v for k, v in item.items() if k != "kind" and k not in _ARGS[kind]}
     options.update(item.get("options", {}) if isinstance(item.get("options"), dict) else {})
     options.pop("options", None)
@@ -50,6 +53,8 @@ def normalize_item(index: int, item) -> dict:
             math_verifier.parse_options(options)
             return {"kind": kind, "response": item["response"], "ground_truth": str(item["ground_truth"]),
                     "options": options}
+        if kind == "function_call":
+            return _normalize_function_call(item, options)
         if not isinstance(item.get("program"), str):
             raise ValueError("'program' must be a str")
         code_verifier.validate_tests(item.get("tests"))
@@ -60,6 +65,22 @@ def normalize_item(index: int, item) -> dict:
         return out
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"items[{index}]: {exc}") from None
+
+
+def _normalize_function_call(item: dict, options: dict) -> dict:
+    """A function-call item with its ground truth and tools parsed (JSON strings from parquet become objects)."""
+    from verl_resrl.rewards.function_call_schema import load_json, parse_ground_truth, parse_tools
+
+    if not isinstance(item.get("response"), str):
+        raise ValueError("'response' must be a str")
+    function_call_verifier.parse_options(options)
+    answers = parse_ground_truth(item.get("ground_truth"))
+    tools = item.get("tools")
+    if tools is not None:
+        tools = load_json(tools, "tools")  # sent to the worker as plain objects, checked here first
+        parse_tools(tools)
+    return {"kind": "function_call", "response": item["response"],
+            "ground_truth": [{name: params} for name, params in answers], "tools": tools, "options": options}
 
 
 class _VerifierActorImpl:

@@ -4,8 +4,10 @@ Selected with ``reward.reward_manager.name=resrl_verifier`` (``source: register`
 read from ``reward.reward_kwargs`` (the node verl's own DAPO manager reads; legacy ``reward_model.reward_kwargs``
 is migrated there by verl), e.g. ``+reward.reward_kwargs.reward_convention=binary``; see ``ManagerOptions``.
 
-Verifier per sample: ``extra_info["verifier"]`` ("math" or "code") when present, else "code" when ``data_source``
-contains one of ``CODE_SOURCE_MARKERS``, else "math". Code ground truths are test lists (see ``parse_code_tests``).
+Verifier per sample: ``extra_info["verifier"]`` ("math", "code" or "function_call") when present, else
+"function_call" when ``data_source`` starts with ``bfcl``, else "code" when it contains one of ``CODE_SOURCE_MARKERS``,
+else "math". Code ground truths are test lists (see ``parse_code_tests``); function-call samples take their tools
+from ``extra_info["tools"]`` (docs/function_calling.md).
 ``reward_extra_info`` carries ``reason``, ``answer`` ("" when none was extracted) and ``acc`` (1.0 iff correct).
 
 Seam: extends ``verl.experimental.reward_loop.reward_manager.base.RewardManagerBase`` (its ``run_single``, like
@@ -23,6 +25,7 @@ import threading
 from verl.experimental.reward_loop.reward_manager import register
 from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 
+VERIFIERS = ("math", "code", "function_call")
 CODE_SOURCE_MARKERS = ("code", "apps", "taco", "livecodebench", "codeforces", "humaneval", "mbpp")
 
 
@@ -72,13 +75,15 @@ class ManagerOptions:
 
 
 def choose_verifier(data_source: str, extra_info: dict | None) -> str:
-    """"math" or "code" for one sample (see the module docstring)."""
+    """"math", "code" or "function_call" for one sample (see the module docstring)."""
     chosen = (extra_info or {}).get("verifier")
     if chosen is not None:
-        if chosen not in ("math", "code"):
-            raise ValueError(f"extra_info['verifier'] must be 'math' or 'code', got {chosen!r}")
+        if chosen not in VERIFIERS:
+            raise ValueError(f"extra_info['verifier'] must be one of {VERIFIERS}, got {chosen!r}")
         return chosen
     source = str(data_source).lower()
+    if source.startswith("bfcl"):
+        return "function_call"
     return "code" if any(marker in source for marker in CODE_SOURCE_MARKERS) else "math"
 
 
@@ -174,7 +179,11 @@ class ResRLVerifierRewardManager(RewardManagerBase):
     def build_item(self, response: str, ground_truth, data_source, extra_info, response_length: int) -> dict:
         """The pool item of one sample."""
         opts = self.options
-        if choose_verifier(data_source, extra_info) == "code":
+        verifier = choose_verifier(data_source, extra_info)
+        if verifier == "function_call":
+            return {"kind": "function_call", "response": response, "ground_truth": ground_truth,
+                    "tools": (extra_info or {}).get("tools"), "reward_convention": opts.reward_convention}
+        if verifier == "code":
             return {"kind": "code", "program": response, "tests": parse_code_tests(ground_truth),
                     "timeout_s": opts.code_test_timeout_s, "reward_convention": opts.reward_convention,
                     "partial_credit": opts.partial_credit}

@@ -50,6 +50,11 @@ def score_item(item: dict, timeout_s: float) -> dict:
 
         options.setdefault("timeout_s", timeout_s)
         return math_verifier.score(item["response"], item["ground_truth"], **options)
+    if item["kind"] == "function_call":
+        from verl_resrl.rewards import function_call
+
+        # bounded string and parser work (length and depth guards); the parent's kill is the backstop
+        return function_call.score(item["response"], item["ground_truth"], item.get("tools"), **options)
     from verl_resrl.rewards import code as code_verifier
 
     # the whole test list must fit the item budget, so the parent's kill is only a backstop
@@ -199,7 +204,7 @@ def _serve() -> None:
     """Child main loop: read items from stdin, write results to the saved stdout (stray prints go to stderr)."""
     protocol = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
-    from verl_resrl.rewards import code, math  # noqa: F401 - imported before "ready" so items do not pay for it
+    from verl_resrl.rewards import code, function_call, math  # noqa: F401 - imported before "ready" (items do not pay)
 
     # sympy, math-verify and its parser (~1-2 s): paid here, before "ready", not inside an item's timeout
     math.warm_up()
