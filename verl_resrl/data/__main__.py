@@ -6,6 +6,7 @@ Examples::
     python -m verl_resrl.data --out-dir d --only aime2024 aime2025        # a subset
     python -m verl_resrl.data --out-dir d --only math500 --source math500=/mirror/math500.jsonl   # offline copy
     python -m verl_resrl.data --out-dir d --only aime2025 --hf-path aime2025=math-ai/aime25       # another mirror
+    python -m verl_resrl.data --out-dir d --only bfcl_simple bfcl_parallel        # BFCL v4 (docs/function_calling.md)
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import logging
 import sys
 
+from verl_resrl.data import bfcl
 from verl_resrl.data.convert import prepare
 from verl_resrl.data.sources import SOURCES
 
@@ -36,16 +38,29 @@ def main(argv: list[str] | None = None) -> int:
     """Convert the selected datasets and print one JSON line of stats per dataset."""
     parser = argparse.ArgumentParser(prog="python -m verl_resrl.data", description=__doc__.split("\n")[0])
     parser.add_argument("--out-dir", required=True, help="folder receiving NAME.parquet files")
-    parser.add_argument("--only", nargs="+", choices=list(SOURCES), help="datasets to prepare (default: all)")
+    parser.add_argument("--only", nargs="+", choices=list(SOURCES) + list(bfcl.DATASETS),
+                        help="datasets to prepare (default: all math sets; BFCL sets only when named)")
     parser.add_argument("--source", nargs="*", default=[], help="NAME=PATH local copy (parquet/json/jsonl)")
     parser.add_argument("--hf-path", nargs="*", default=[], help="NAME=owner/repo alternative Hub dataset")
+    parser.add_argument("--bfcl-wheel", help="local bfcl-eval wheel or unpacked folder (default: the pinned wheel, "
+                        "downloaded with pip into ~/.cache/verl_resrl/bfcl)")
+    parser.add_argument("--bfcl-eval-fraction", type=float, default=bfcl.DEFAULT_EVAL_FRACTION,
+                        help="share of each BFCL category held out as the test split (seeded hash of the id)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     sources = _pairs(args.source, "--source")
     hf_paths = _pairs(args.hf_path, "--hf-path")
-    for name in args.only or list(SOURCES):
+    selected = args.only or list(SOURCES)
+    for name in (n for n in selected if n in SOURCES):
         stats = prepare(SOURCES[name], args.out_dir, source_file=sources.get(name), hf_path=hf_paths.get(name))
         print(json.dumps({"dataset": name, **stats}), flush=True)
+    bfcl_names = [n for n in selected if n in bfcl.DATASETS]
+    if bfcl_names:
+        all_stats = bfcl.prepare_bfcl(bfcl_names, args.out_dir, wheel=args.bfcl_wheel,
+                                      eval_fraction=args.bfcl_eval_fraction)
+        for stats in all_stats:
+            print(json.dumps(stats), flush=True)
+        print(bfcl.render_rows_summary(all_stats), end="", flush=True)
     return 0
 
 
