@@ -78,7 +78,9 @@ def _normalize_function_call(item: dict, options: dict) -> dict:
     tools = item.get("tools")
     if tools is not None:
         tools = load_json(tools, "tools")  # sent to the worker as plain objects, checked here first
-        parse_tools(tools)
+        missing = sorted({name for name, _ in answers} - set(parse_tools(tools)))
+        if missing:  # would raise inside the worker, where it could only be scored "crash"
+            raise ValueError(f"ground_truth names function(s) {missing} that are not among the tools")
     return {"kind": "function_call", "response": item["response"],
             "ground_truth": [{name: params} for name, params in answers], "tools": tools, "options": options}
 

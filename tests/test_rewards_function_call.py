@@ -205,6 +205,9 @@ def test_pool_item_validation_and_in_process_scoring():
     assert score_item(item, timeout_s=5.0) == {"score": 1.0, "answer": expected_answer, "reason": "correct"}
     with pytest.raises(ValueError, match=r"items\[3\]: ground_truth\[0\]\['f'\]\['x'\] must be a list"):
         normalize_item(3, {"kind": "function_call", "response": "", "ground_truth": [{"f": {"x": 1}}]})
+    with pytest.raises(ValueError, match=r"items\[2\]: ground_truth names function\(s\) \['stock.price'\] that"):
+        normalize_item(2, {"kind": "function_call", "response": "", "ground_truth": answer,
+                           "tools": [{"name": "other", "parameters": {}}]})
     with pytest.raises(TypeError, match=r"items\[1\]: function_call.score: unknown option 'partial_credit'"):
         normalize_item(1, {"kind": "function_call", "response": "", "ground_truth": answer, "partial_credit": True})
 
