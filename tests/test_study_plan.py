@@ -92,6 +92,14 @@ def test_eval_completion_checks_model_n_and_prompts(tmp_path):
     assert "not /other" in eval_status(str(out), "/other", 4, 2)[1]
     assert "n=4, the study wants 8" in eval_status(str(out), "/m", 8, 2)[1]
     assert "2 prompts, the study wants 3" in eval_status(str(out), "/m", 4, 3)[1]
+    # with the study's benchmark fingerprints: only an eval of exactly those files is finished
+    assert "fingerprints differ" in eval_status(str(out), "/m", 4, 2, {"f1"})[1]
+    (out / "samples" / "b.meta.json").write_text(json.dumps({"benchmark_fingerprint": "f1"}))
+    assert eval_status(str(out), "/m", 4, 2, {"f1"}) == (True, "results complete")
+    assert "fingerprints differ" in eval_status(str(out), "/m", 4, 2, {"f2"})[1]  # a rebuilt held-out set
+    assert "fingerprints differ" in eval_status(str(out), "/m", 4, 2, {"f1", "f2"})[1]  # a benchmark missing
+    (out / "samples" / "b.meta.json").write_text("{")
+    assert "no valid" in eval_status(str(out), "/m", 4, 2, {"f1"})[1]
     (out / "results.json").write_text('{"config": ')
     assert not eval_status(str(out), "/m", 4, 2)[0]
 

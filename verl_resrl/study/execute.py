@@ -131,9 +131,17 @@ def eval_command(cfg, model_path: str, out_dir: str, name: str, benchmarks: list
     return cmd + [str(o) for o in ev.get("overrides") or []]
 
 
+def benchmark_fingerprints(benchmarks: list[str]) -> set[str]:
+    """The eval CLI's fingerprint of each benchmark file (its prompts and answers), as its results record them."""
+    from verl_resrl.eval.runner import load_benchmark
+
+    return {load_benchmark(path, None).fingerprint for path in benchmarks}
+
+
 def _eval(cfg, model_path: str, out_dir: str, name: str, benchmarks, num_prompts, progress: Progress) -> None:
     """Run one eval unless its results are complete; raise when it fails."""
-    done, reason = eval_status(out_dir, model_path, cfg.eval.n, num_prompts)
+    fingerprints = benchmark_fingerprints(benchmarks)
+    done, reason = eval_status(out_dir, model_path, cfg.eval.n, num_prompts, fingerprints)
     if done:
         progress.say(f"eval {name}: already complete")
         return
@@ -142,7 +150,7 @@ def _eval(cfg, model_path: str, out_dir: str, name: str, benchmarks, num_prompts
     code = run_child(cmd, os.path.join(out_dir, "eval.log"), cfg.eval_timeout_s)
     if code != 0:
         raise RuntimeError(f"eval of {name} exited with {code}; log: {os.path.join(out_dir, 'eval.log')}")
-    done, reason = eval_status(out_dir, model_path, cfg.eval.n, num_prompts)
+    done, reason = eval_status(out_dir, model_path, cfg.eval.n, num_prompts, fingerprints)
     if not done:
         raise RuntimeError(f"eval of {name} finished but its outputs are incomplete: {reason}")
 
@@ -181,7 +189,7 @@ def execute(cfg, plan: Plan, benchmarks: list[str], warmstart_model: str | None,
             progress.label = f"run {i}/{len(plan.runs)} {run.name}"
             started = time.monotonic()
             skipped = training_status(run)[0] and eval_status(run.eval_dir, run.actor_dir, cfg.eval.n,
-                                                              num_prompts)[0]
+                                                              num_prompts, benchmark_fingerprints(benchmarks))[0]
             _train(cfg, run, progress)
             _eval(cfg, run.actor_dir, run.eval_dir, run.name, benchmarks, num_prompts, progress)
             progress.done += 1

@@ -57,8 +57,11 @@ def training_status(run) -> tuple[bool, str]:
     return True, "checkpoint and metrics complete"
 
 
-def eval_status(eval_dir: str, model_path: str, n: int, num_prompts: int | None) -> tuple[bool, str]:
-    """(finished, reason) of an eval from its results.json: same model, n and prompt count for every benchmark."""
+def eval_status(eval_dir: str, model_path: str, n: int, num_prompts: int | None,
+                fingerprints: set[str] | None = None) -> tuple[bool, str]:
+    """(finished, reason) of an eval from its results.json: same model, n and prompt count for every benchmark,
+    and, when ``fingerprints`` is given, made from exactly those benchmark files (the eval CLI's sha256 of each file's
+    prompts and answers, in ``samples/*.meta.json``): a held-out set rebuilt with other rules is not "finished"."""
     path = os.path.join(eval_dir, "results.json")
     try:
         with open(path) as f:
@@ -76,6 +79,17 @@ def eval_status(eval_dir: str, model_path: str, n: int, num_prompts: int | None)
             return False, f"{path}: {name} has n={metrics.get('n')}, the study wants {n}"
         if num_prompts is not None and metrics.get("num_prompts") != num_prompts:
             return False, f"{path}: {name} has {metrics.get('num_prompts')} prompts, the study wants {num_prompts}"
-    if not os.path.isdir(os.path.join(eval_dir, "samples")):
+    samples = os.path.join(eval_dir, "samples")
+    if not os.path.isdir(samples):
         return False, f"{eval_dir} has no samples/ (the report needs the per-prompt results)"
+    if fingerprints is not None:
+        found = set()
+        for meta in sorted(f for f in os.listdir(samples) if f.endswith(".meta.json")):
+            try:
+                with open(os.path.join(samples, meta)) as f:
+                    found.add(json.load(f)["benchmark_fingerprint"])
+            except (OSError, ValueError, KeyError, TypeError) as err:
+                return False, f"no valid {os.path.join(samples, meta)} ({type(err).__name__})"
+        if found != set(fingerprints):
+            return False, f"{eval_dir} was made from other benchmark data than the study's (fingerprints differ)"
     return True, "results complete"
