@@ -46,7 +46,7 @@ def row_states(flat_rows: list[torch.Tensor], masks: list[torch.Tensor]) -> list
 
 def probe_rows(uids, responses, positive, states, masks) -> list[RowRecord]:
     """RowRecords (as the workers build them) of the probe's rows, from batch fields and captured states."""
-    return [RowRecord(str(u), content_key(resp), bool(p), h, m, (0, i))
+    return [RowRecord(str(u), content_key(resp, m), bool(p), h, m, (0, i))
             for i, (u, resp, p, h, m) in enumerate(zip(uids, responses, positive, states, masks, strict=True))]
 
 

@@ -137,8 +137,9 @@ class ResRLFSDPEngine(FSDPEngineWithLMHead):
         positive = sequence_is_positive(data["rm_scores"]).tolist()
         responses, masks = data["responses"].unbind(), data["response_mask"].unbind()
         dp_rank = self.get_data_parallel_rank()
+        # the key gets the mask: a multi-turn rollout's tool output (mask 0) must not choose the row order
         return [
-            RowRecord(uids[i], content_key(responses[i]), positive[i], hidden[i], masks[i], (dp_rank, i))
+            RowRecord(uids[i], content_key(responses[i], masks[i]), positive[i], hidden[i], masks[i], (dp_rank, i))
             for i in range(len(hidden))
         ]
 

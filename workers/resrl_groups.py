@@ -62,10 +62,31 @@ def sequence_is_positive(rm_scores: torch.Tensor) -> torch.Tensor:
     return rm_scores.double().sum(-1) > 0
 
 
-def content_key(token_ids: torch.Tensor) -> int:
-    """A 63-bit key of a response's token ids: orders a group's rows the same way whatever the batch layout."""
+TIE_BITS = 23
+"""Low bits of content_key that only break ties between rows with the same model tokens (see content_key)."""
+
+
+def _hash63(token_ids: torch.Tensor) -> int:
+    """A 63-bit blake2b hash of int64 token ids."""
     data = token_ids.detach().to("cpu", torch.int64).contiguous().numpy().tobytes()
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little") >> 1
+
+
+def content_key(token_ids: torch.Tensor, mask: torch.Tensor | None = None) -> int:
+    """A 63-bit key of a response's token ids: orders a group's rows the same way whatever the batch layout.
+
+    ``mask`` (verl's response_mask): the order follows the MODEL's tokens (mask 1) only. A multi-turn rollout's
+    tool output (mask 0, verl's ``ContinuousTokenBuilder.align_response_metadata``) must not reach the weights, but
+    the canonical order picks the positive subsample above ``max_pos_tokens`` (and the summation order below it):
+    hashing every token let tool-output ids move weights by up to 0.9 (tests/test_resrl_multiturn_mask.py). So the
+    high 40 bits hash the model tokens and the low TIE_BITS the whole response, which only breaks ties between rows
+    with the same model tokens (layout-independently); without holes the key is the plain hash, as before.
+    """
+    full = _hash63(token_ids)
+    if mask is None or bool(mask.bool().all()):
+        return full
+    model = _hash63(token_ids[mask.bool().to(token_ids.device)])
+    return (model >> TIE_BITS << TIE_BITS) | (full & ((1 << TIE_BITS) - 1))
 
 
 @dataclass
