@@ -15,6 +15,8 @@ import dataclasses
 import json
 import re
 
+from verl_resrl.rewards.math_answer import nesting_depth
+
 _TOOL_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
 _THINK = re.compile(r"<think>.*?</think>", re.DOTALL)
 _FENCE = re.compile(r"```[ \t]*(?:python3?|py|json)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
@@ -38,18 +40,6 @@ class Call:
     def to_json(self) -> dict:
         """The call in BFCL's answer layout, ``{name: {param: value}}``."""
         return {self.name: self.arguments}
-
-
-def bracket_depth(text: str) -> int:
-    """Deepest nesting of ``([{`` in ``text`` (brackets inside strings count too: a cheap, conservative bound)."""
-    depth = deepest = 0
-    for ch in text:
-        if ch in "([{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif ch in ")]}":
-            depth = max(0, depth - 1)
-    return deepest
 
 
 def _call_from_json(obj, where: str) -> Call:
@@ -157,7 +147,7 @@ def parse_calls(response: str, max_chars: int, max_depth: int) -> list[Call]:
     if len(response) > max_chars:
         raise CallParseError("parse_error", f"response longer than {max_chars} characters")
     text = _THINK.sub("", response)
-    depth = bracket_depth(text)
+    depth = nesting_depth(text)  # brackets inside strings count too: a cheap, conservative bound
     if depth > max_depth:
         raise CallParseError("parse_error", f"brackets nested {depth} deep (limit {max_depth})")
     blocks = _TOOL_CALL.findall(text)
