@@ -57,6 +57,11 @@ def test_tables_and_verdict_follow_the_intervals(tmp_path):
     assert "resrl loses Pass@4 against the warm start: **not resolved**" in text
     assert "more distinct answers than GRPO (diversity): **contradicted** — resrl − grpo at distinct: -3.0" in text
     assert "2 seed(s) × 3 prompts" in text
+    # the warm start's Pass@4 is 1 (2 of 4 correct per prompt), its Pass@2 = 1 - C(2,2)/C(4,2) = 5/6: the far claims
+    # are checked again at k = 2
+    assert "The warm start's Pass@4 is 100.0" in text and "also checked at k = 2" in text
+    assert "GRPO loses Pass@2 against the warm start: **supported** — grpo − warmstart at pass@2: -83.3" in text
+    assert "resrl beats GRPO on Pass@2 (paper figure): **supported** — resrl − grpo at pass@2: +100.0" in text
 
 
 def test_training_curves_average_over_seeds(tmp_path):
@@ -69,3 +74,11 @@ def test_training_curves_average_over_seeds(tmp_path):
     steps, mean, sd = mean_curve([c["reward"] for c in paths])
     assert steps == [1, 2] and np.allclose(mean, [0.1, 0.4]) and np.allclose(sd, [np.sqrt(0.02), np.sqrt(0.08)])
     assert paths[0]["val_acc"] == [(1, 0.1), (2, 0.2)] and paths[0]["resrl/weight_mean"] == [(1, 0.5), (2, 0.5)]
+
+
+def test_verdict_adds_no_far_claims_when_the_warm_start_has_room(tmp_path):
+    evals = {m: {1: write_eval(str(tmp_path / f"{m}1"), same(1, ["5"] * 4))} for m in ("resrl", "grpo", "nsr")}
+    # one of three prompts never solved: the warm start's Pass@4 = 2/3 < 0.95, so k = 4 is informative itself
+    warm = write_eval(str(tmp_path / "warm"), same(1, ["5", "5", "1", "2"], prompts=2) + same(0, ["1"] * 4, prompts=1))
+    text = "\n".join(verdict(evals, warm, BENCH, "resrl", N, draws=100, level=0.95))
+    assert "saturated" not in text and "pass@2" not in text and "Pass@4 against the warm start" in text

@@ -115,10 +115,30 @@ def claims(headline: str, n: int) -> list[tuple[str, str, str, int, str]]:
     ]
 
 
+SATURATED = 0.95
+"""A warm-start Pass@k at or above this leaves a Pass@k claim little room: the verdict adds the largest k below it."""
+
+
+def informative_k(warm, bench: str, n: int) -> int | None:
+    """The largest k (1, 2, 4, ..., n) at which the warm start's mean Pass@k is below SATURATED; None without one."""
+    from verl_resrl.eval.metrics import default_ks
+
+    if warm is None or bench not in warm:
+        return None
+    below = [k for k in default_ks(n) if float(warm[bench][f"pass@{k}"].mean()) < SATURATED]
+    return max(below) if below else None
+
+
 def verdict(evals, warm, bench, headline, n, draws, level) -> list[str]:
     """One line per claim: supported / contradicted / not resolved, with the interval."""
-    lines = []
-    for a, b, col, sign, sentence in claims(headline, n):
+    lines, todo = [], claims(headline, n)
+    far = informative_k(warm, bench, n)
+    if far is not None and far < n:  # Pass@n saturated at the warm start: the far claims again where there is room
+        lines.append(f"- The warm start's Pass@{n} is {100 * float(warm[bench][f'pass@{n}'].mean()):.1f}: at k = {n} "
+                     f"the curves are saturated on this held-out set, so the Pass@{n} claims are also checked at "
+                     f"k = {far}, the largest k where it is below {100 * SATURATED:.0f}.")
+        todo += [c for c in claims(headline, far) if c[2] == f"pass@{far}" and far != 1]
+    for a, b, col, sign, sentence in todo:
         iv = paired(evals, warm, a, b, bench, col, draws, level)
         if iv is None:
             lines.append(f"- {sentence}: not tested ({a} or {b} has no finished eval)")
