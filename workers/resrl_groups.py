@@ -80,7 +80,8 @@ def content_key(token_ids: torch.Tensor, mask: torch.Tensor | None = None) -> in
     the canonical order picks the positive subsample above ``max_pos_tokens`` (and the summation order below it):
     hashing every token let tool-output ids move weights by up to 0.9 (tests/test_resrl_multiturn_mask.py). So the
     high 40 bits hash the model tokens and the low TIE_BITS the whole response, which only breaks ties between rows
-    with the same model tokens (layout-independently); without holes the key is the plain hash, as before.
+    with the same model tokens (layout-independently). With an all-ones mask (or none) the key is the plain hash
+    of every id, as before; a right-padded row (mask 0 on its padding) gets the two-part key too.
     """
     full = _hash63(token_ids)
     if mask is None or bool(mask.bool().all()):

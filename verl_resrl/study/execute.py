@@ -138,9 +138,9 @@ def benchmark_fingerprints(benchmarks: list[str]) -> set[str]:
     return {load_benchmark(path, None).fingerprint for path in benchmarks}
 
 
-def _eval(cfg, model_path: str, out_dir: str, name: str, benchmarks, num_prompts, progress: Progress) -> None:
+def _eval(cfg, model_path: str, out_dir: str, name: str, benchmarks, num_prompts, fingerprints: set[str],
+          progress: Progress) -> None:
     """Run one eval unless its results are complete; raise when it fails."""
-    fingerprints = benchmark_fingerprints(benchmarks)
     done, reason = eval_status(out_dir, model_path, cfg.eval.n, num_prompts, fingerprints)
     if done:
         progress.say(f"eval {name}: already complete")
@@ -179,19 +179,21 @@ def execute(cfg, plan: Plan, benchmarks: list[str], warmstart_model: str | None,
     def interrupt(signum, _frame):
         raise StudyInterrupted(f"signal {signum}")
 
+    fingerprints = benchmark_fingerprints(benchmarks)  # read once: the benchmark files do not change in a study
     previous = signal.signal(signal.SIGTERM, interrupt)
     progress = Progress(len(plan.runs), float(cfg.estimate.run_s))
     try:
         if warmstart_model:
             progress.label = WARMSTART
-            _eval(cfg, warmstart_model, plan.warmstart_eval_dir, WARMSTART, benchmarks, num_prompts, progress)
+            _eval(cfg, warmstart_model, plan.warmstart_eval_dir, WARMSTART, benchmarks, num_prompts, fingerprints,
+                  progress)
         for i, run in enumerate(plan.runs, 1):
             progress.label = f"run {i}/{len(plan.runs)} {run.name}"
             started = time.monotonic()
             skipped = training_status(run)[0] and eval_status(run.eval_dir, run.actor_dir, cfg.eval.n,
-                                                              num_prompts, benchmark_fingerprints(benchmarks))[0]
+                                                              num_prompts, fingerprints)[0]
             _train(cfg, run, progress)
-            _eval(cfg, run.actor_dir, run.eval_dir, run.name, benchmarks, num_prompts, progress)
+            _eval(cfg, run.actor_dir, run.eval_dir, run.name, benchmarks, num_prompts, fingerprints, progress)
             progress.done += 1
             if not skipped:  # a skipped run says nothing about how long a run takes
                 progress.unit_seconds.append(time.monotonic() - started)

@@ -90,6 +90,6 @@ def eval_status(eval_dir: str, model_path: str, n: int, num_prompts: int | None,
                     found.add(json.load(f)["benchmark_fingerprint"])
             except (OSError, ValueError, KeyError, TypeError) as err:
                 return False, f"no valid {os.path.join(samples, meta)} ({type(err).__name__})"
-        if found != set(fingerprints):
+        if found != fingerprints:
             return False, f"{eval_dir} was made from other benchmark data than the study's (fingerprints differ)"
     return True, "results complete"
