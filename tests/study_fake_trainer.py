@@ -2,9 +2,10 @@
 
 Reads the overrides the study passes (``trainer.default_local_dir``, ``trainer.total_training_steps``,
 ``resrl_progress.out_dir``, ``data.seed``), prints verl_resrl's step lines, appends one metrics.jsonl record per step
-(sleeping ``FAKE_STEP_SECONDS`` per step, so a test can kill it mid-run) and at the last step saves a REAL verl FSDP
+(sleeping ``FAKE_STEP_SECONDS`` per step, so a test can kill it mid-run; the runs named in ``FAKE_SLOW_RUNS``
+sleep ``FAKE_SLOW_STEP_SECONDS``; those in ``FAKE_FAIL_RUNS`` exit 3 after their first step) and at the last step saves a REAL verl FSDP
 checkpoint of a tiny model with verl's own ``FSDPCheckpointManager`` (one gloo rank), which the study's eval then
-merges with verl's model merger. Each start is appended to ``$FAKE_TRAINER_LOG`` so a test can count them.
+merges with verl's model merger. Each start is appended to ``$FAKE_TRAINER_LOG`` (folder, pid, OMP_NUM_THREADS) so a test can count them.
 
 Also importable: :func:`save_verl_checkpoint` (used by tests/test_eval_checkpoint.py).
 """
@@ -61,16 +62,25 @@ def main(argv: list[str]) -> int:
     seed = int(args.get("data.seed", 0))
     if os.environ.get("FAKE_TRAINER_LOG"):
         with open(os.environ["FAKE_TRAINER_LOG"], "a") as f:
-            f.write(json.dumps({"dir": ckpt_root, "pid": os.getpid()}) + "\n")
+            f.write(json.dumps({"dir": ckpt_root, "pid": os.getpid(), "omp": os.environ.get("OMP_NUM_THREADS")})
+                    + "\n")
+    name = args.get("trainer.experiment_name", "")
+    step_s = float(os.environ.get("FAKE_STEP_SECONDS", "0"))
+    if name in os.environ.get("FAKE_SLOW_RUNS", "").split(","):
+        step_s = float(os.environ.get("FAKE_SLOW_STEP_SECONDS", step_s))
+    failing = name in os.environ.get("FAKE_FAIL_RUNS", "").split(",")
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "metrics.jsonl"), "w") as f:
         for step in range(1, steps + 1):
-            time.sleep(float(os.environ.get("FAKE_STEP_SECONDS", "0")))
+            time.sleep(step_s)
             record = {"step": step, "critic/score/mean": 0.1 * step, "resrl/weight_mean": 0.5,
                       "val-core/resrl_tiny/arith/acc/mean@1": 0.4 + 0.01 * step}
             f.write(json.dumps(record) + "\n")
             f.flush()
             print(f"[resrl] step {step}/{steps} | reward {0.1 * step:.3f}", flush=True)
+            if failing:
+                print("fake trainer: failing as FAKE_FAIL_RUNS asks", flush=True)
+                return 3
     import torch
     from transformers import AutoTokenizer
 

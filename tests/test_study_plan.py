@@ -100,6 +100,11 @@ def test_eval_completion_checks_model_n_and_prompts(tmp_path):
     assert "fingerprints differ" in eval_status(str(out), "/m", 4, 2, {"f1", "f2"})[1]  # a benchmark missing
     (out / "samples" / "b.meta.json").write_text("{")
     assert "no valid" in eval_status(str(out), "/m", 4, 2, {"f1"})[1]
+    # counts per benchmark (the tiny study's two held-out sets): each its own count, and no set missing or extra
+    (out / "samples" / "b.meta.json").write_text(json.dumps({"benchmark_fingerprint": "f1"}))
+    assert eval_status(str(out), "/m", 4, {"b": 2}, {"f1"}) == (True, "results complete")
+    assert "the study wants 5" in eval_status(str(out), "/m", 4, {"b": 5})[1]
+    assert "the study wants ['b', 'c']" in eval_status(str(out), "/m", 4, {"b": 2, "c": 3})[1]
     (out / "results.json").write_text('{"config": ')
     assert not eval_status(str(out), "/m", 4, 2)[0]
 
@@ -122,3 +127,55 @@ def test_math_study_dry_run_lists_every_job_with_recipe_and_seed(tmp_path, capsy
             assert f"+recipe={recipe}" in job and f"data.seed={seed}" in job and "--no-wait" in job
     evals = [line for line in out.splitlines() if " -m verl_resrl.eval " in line]
     assert len(evals) == 15 and all("n=128" in e and "/data/aime2024.parquet" in e for e in evals)
+
+
+def _tiny_parquets(tmp_path, max_terms=4):
+    """A train and a val split of the tiny task (no model): what the held-out writers read."""
+    from verl_resrl.tiny.task import ArithTaskConfig, generate_splits, write_parquet
+
+    splits = generate_splits(ArithTaskConfig(num_val=40, num_train=64, num_sft=0, max_terms=max_terms))
+    paths = {}
+    for name in ("train", "val"):
+        paths[name] = str(tmp_path / f"{name}.parquet")
+        write_parquet(splits[name], name, paths[name])
+    return paths
+
+
+def test_long_heldout_set_is_unseen_longer_distinct_and_stable(tmp_path):
+    import pandas as pd
+
+    from verl_resrl.study.heldout import LONG_SOURCE, write_tiny_long_heldout
+
+    paths = _tiny_parquets(tmp_path)
+    out = str(tmp_path / "long.parquet")
+    assert write_tiny_long_heldout(paths["train"], out, terms=5, num_prompts=20, seed=5) == 20
+    frame = pd.read_parquet(out)
+    assert set(frame["data_source"]) == {LONG_SOURCE} and len(set(frame["extra_info"].map(lambda e: e["expression"]))) == 20
+    for expr, truth in zip(frame["extra_info"].map(lambda e: e["expression"]),
+                           frame["reward_model"].map(lambda r: r["ground_truth"])):
+        assert len([c for c in expr if c.isdigit()]) == 5 and int(truth) == eval(expr)  # noqa: S307 - digits and +-
+    mtime = os.path.getmtime(out)
+    write_tiny_long_heldout(paths["train"], out, terms=5, num_prompts=20, seed=5)
+    assert os.path.getmtime(out) == mtime  # unchanged: the evals' fingerprints stay valid
+    write_tiny_long_heldout(paths["train"], out, terms=5, num_prompts=20, seed=6)
+    assert not pd.read_parquet(out).equals(frame)  # another seed, other problems
+    with pytest.raises(ValueError, match="heldout.long_terms=4: the training split has problems with up to 4"):
+        write_tiny_long_heldout(paths["train"], out, terms=4, num_prompts=20, seed=5)
+    with pytest.raises(ValueError, match="heldout.long_prompts must be >= 1"):
+        write_tiny_long_heldout(paths["train"], out, terms=5, num_prompts=0, seed=5)
+
+
+def test_in_distribution_heldout_set_is_the_val_subset(tmp_path):
+    import pandas as pd
+
+    from verl_resrl.study.heldout import write_tiny_heldout
+
+    paths = _tiny_parquets(tmp_path)
+    out = str(tmp_path / "heldout.parquet")
+    count = write_tiny_heldout(paths["val"], out, min_terms=3, num_prompts=10)
+    val, frame = pd.read_parquet(paths["val"]), pd.read_parquet(out)
+    long_enough = val[val["extra_info"].map(lambda e: e["num_terms"] >= 3)]
+    assert count == 10 and list(frame["extra_info"].map(lambda e: e["expression"])) == \
+        list(long_enough["extra_info"].map(lambda e: e["expression"]))[:10]
+    with pytest.raises(ValueError, match="only .* val problems have >= 3 terms, num_prompts=1000"):
+        write_tiny_heldout(paths["val"], out, min_terms=3, num_prompts=1000)

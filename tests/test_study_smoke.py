@@ -1,4 +1,5 @@
-"""The whole study on the real trainer: 2 methods x 1 seed, 2 steps, n=4, under a hard timeout (`-m e2e`)."""
+"""The whole study on the real trainer: 2 methods x 1 seed, 2 steps, n=4, both held-out sets, two runs in flight
+(the tiny study's parallel=2: two verl trainers, two Ray instances at once), under a hard timeout (`-m e2e`)."""
 
 import os
 import subprocess
@@ -14,7 +15,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_study_smoke_with_verl_trainer(tmp_path):
     out = tmp_path / "study"
     cmd = [sys.executable, "-m", "verl_resrl.study", f"out_dir={out}", "only_methods=[grpo,resrl]", "seeds=[1]",
-           "steps=2", "test_freq=2", "eval.n=4", "heldout.num_prompts=8", "report.draws=500",
+           "steps=2", "test_freq=2", "eval.n=4", "heldout.num_prompts=8", "heldout.long_prompts=8", "report.draws=500",
            "run_timeout_s=600", "eval_timeout_s=300"]
     result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=1400,
                             env=dict(os.environ, PYTHONPATH=REPO))
@@ -27,6 +28,7 @@ def test_study_smoke_with_verl_trainer(tmp_path):
     assert "| grpo | 1 |" in report and "| resrl | 1 |" in report and "| warmstart | - |" in report
     assert "resrl − grpo" in report and "### Verdict" in report
     assert (out / "pass_at_k_resrl_tiny_arith.png").exists() and (out / "training.png").exists()
+    assert "## resrl_tiny/arith_long" in report and (out / "pass_at_k_resrl_tiny_arith_long.png").exists()
     rerun = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600,
                            env=dict(os.environ, PYTHONPATH=REPO))
     assert rerun.returncode == 0 and rerun.stdout.count("already complete") == 5  # 2 trainings, 3 evals

@@ -20,17 +20,25 @@ from verl_resrl.study.plan import describe_plan, plan_study
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def heldout_benchmarks(cfg: DictConfig, plan) -> tuple[list[str], int | None, str | None]:
-    """(benchmark files, prompts per benchmark or None, warm-start model dir or None) of the study's evals."""
+def heldout_benchmarks(cfg: DictConfig, plan) -> tuple[list[str], dict[str, int] | None, str | None]:
+    """(benchmark files, prompts per benchmark name or None, warm-start model dir or None) of the study's evals."""
     if cfg.heldout.benchmarks:
         return [os.path.expanduser(str(b)) for b in cfg.heldout.benchmarks], None, None
-    from verl_resrl.study.heldout import write_tiny_heldout
+    from verl_resrl.study.heldout import LONG_SOURCE, write_tiny_heldout, write_tiny_long_heldout
     from verl_resrl.tiny.build import default_data_dir, ensure_tiny_assets
+    from verl_resrl.tiny.task import DATA_SOURCE
 
     assets = ensure_tiny_assets(cfg.tiny_data_dir or default_data_dir())
     path = os.path.join(plan.out_dir, "heldout.parquet")
-    count = write_tiny_heldout(assets.val_parquet, path, cfg.heldout.min_terms, cfg.heldout.num_prompts)
-    return [path], count, assets.model_dir
+    counts = {DATA_SOURCE: write_tiny_heldout(assets.val_parquet, path, cfg.heldout.min_terms,
+                                              cfg.heldout.num_prompts)}
+    paths = [path]
+    if cfg.heldout.get("long_prompts"):  # 0 or null: the in-distribution set only
+        long_path = os.path.join(plan.out_dir, "heldout_long.parquet")
+        counts[LONG_SOURCE] = write_tiny_long_heldout(assets.train_parquet, long_path, cfg.heldout.long_terms,
+                                                      cfg.heldout.long_prompts, cfg.heldout.long_seed)
+        paths.append(long_path)
+    return paths, counts, assets.model_dir
 
 
 def submit_cluster(cfg: DictConfig, plan) -> int:
@@ -68,14 +76,20 @@ def run_study(cfg: DictConfig) -> int:
     if cfg.dry_run:
         return 0
     benchmarks, num_prompts, warmstart = heldout_benchmarks(cfg, plan)
+    failures = []
     if not cfg.report_only:
         try:
-            execute(cfg, plan, benchmarks, warmstart, num_prompts)
+            failures = execute(cfg, plan, benchmarks, warmstart, num_prompts)
         except StudyInterrupted as err:
             print(f"[study] interrupted ({err}): rerun the same command to continue", flush=True)
             return 143
     report = write_report(cfg, plan)
     print(f"[study] report: {report}", flush=True)
+    for label, err in failures:  # the others finished; the report covers them, a rerun redoes these
+        print(f"[study] FAILED {label}: {err}", flush=True)
+    if failures:
+        print(f"[study] {len(failures)} unit(s) failed: rerun the same command to redo only them", flush=True)
+        return 1
     return 0
 
 

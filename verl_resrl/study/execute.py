@@ -10,6 +10,7 @@ the warm start, ``resume_mode: disable``) and the evals that are missing.
 from __future__ import annotations
 
 import os
+import queue
 import re
 import shutil
 import signal
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 
 from verl_resrl.study.outputs import eval_status, training_status
 from verl_resrl.study.plan import WARMSTART, Plan, Run
@@ -51,8 +53,11 @@ def _stop_group(proc: subprocess.Popen) -> None:
             continue
 
 
-def run_child(cmd: list[str], log_path: str, timeout_s: float, on_line=None, env: dict | None = None) -> int:
+def run_child(cmd: list[str], log_path: str, timeout_s: float, on_line=None, env: dict | None = None,
+              children: Children | None = None) -> int:
     """Run ``cmd`` in a new process group, its output teed to ``log_path``; kill the group after ``timeout_s``."""
+    if children is not None and children.stopping.is_set():
+        raise StudyInterrupted("the study is stopping")
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     with open(log_path, "a", encoding="utf-8") as log:
         log.write(f"$ {' '.join(cmd)}\n")
@@ -69,6 +74,8 @@ def run_child(cmd: list[str], log_path: str, timeout_s: float, on_line=None, env
 
         reader = threading.Thread(target=pump, daemon=True)
         reader.start()
+        if children is not None:
+            children.add(proc)
         try:
             proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
@@ -79,37 +86,85 @@ def run_child(cmd: list[str], log_path: str, timeout_s: float, on_line=None, env
             raise
         finally:
             reader.join(timeout=5)
+            if children is not None:
+                children.discard(proc)
+    if children is not None and children.stopping.is_set():
+        raise StudyInterrupted("the study is stopping")
     return proc.returncode
 
 
 class Progress:
-    """The study's progress lines: which run, which step, elapsed and estimated time left."""
+    """The study's progress lines: which run, which step, elapsed and estimated time left (thread-safe)."""
 
-    def __init__(self, total_units: float, estimate_s: float, stream=None):
+    def __init__(self, total_units: float, estimate_s: float, parallel: int = 1, stream=None):
         self.start = time.monotonic()
-        self.total, self.done, self.estimate_s = total_units, 0.0, estimate_s
+        self.total, self.done, self.estimate_s, self.parallel = total_units, 0.0, estimate_s, max(1, parallel)
         self.unit_seconds: list[float] = []  # measured seconds per training run (eval included) in this invocation
         self.stream = stream or sys.stdout
-        self.label, self._last = "", 0.0
+        self.fractions: dict[str, float] = {}  # label -> share done of the run in flight under that label
+        self._last: dict[str, float] = {}
+        self.lock = threading.Lock()
 
-    def left_s(self, fraction_of_current: float = 0.0) -> float:
-        """Seconds left: remaining units times the measured mean (or the configured estimate before any)."""
+    def left_s(self) -> float:
+        """Seconds left: remaining units times the measured mean (or the estimate), shared by the parallel slots."""
         per = sum(self.unit_seconds) / len(self.unit_seconds) if self.unit_seconds else self.estimate_s
-        return max(0.0, (self.total - self.done - fraction_of_current) * per)
+        remaining = self.total - self.done - sum(self.fractions.values())
+        return max(0.0, remaining * per / self.parallel)
 
-    def say(self, text: str, fraction: float = 0.0) -> None:
-        """Print one progress line."""
-        elapsed = time.monotonic() - self.start
-        print(f"[study] {self.label} | {text} | elapsed {elapsed / 60:.1f} min | left ~{self.left_s(fraction) / 60:.0f}"
-              f" min", file=self.stream, flush=True)
+    def say(self, label: str, text: str, fraction: float | None = None) -> None:
+        """Print one progress line for the unit running under ``label``."""
+        with self.lock:
+            if fraction is not None:
+                self.fractions[label] = fraction
+            elapsed = time.monotonic() - self.start
+            print(f"[study] {label} | {text} | elapsed {elapsed / 60:.1f} min | left ~{self.left_s() / 60:.0f} min",
+                  file=self.stream, flush=True)
 
-    def on_line(self, line: str) -> None:
-        """Pass-through of the trainer's step lines (at most one progress line every 5 s)."""
-        match = STEP_LINE.search(line)
-        if match and time.monotonic() - self._last > 5:
-            self._last = time.monotonic()
-            step, total = int(match.group(1)), int(match.group(2))
-            self.say(f"step {step}/{total}", fraction=step / max(total, 1))
+    def finish(self, label: str, seconds: float | None) -> None:
+        """A run (train + eval) is done; ``seconds`` is its measured time, None when it was skipped."""
+        with self.lock:
+            self.fractions.pop(label, None)
+            self.done += 1
+            if seconds is not None:  # a skipped run says nothing about how long a run takes
+                self.unit_seconds.append(seconds)
+
+    def line_watcher(self, label: str):
+        """A callback for the trainer's output: its step lines, at most one progress line every 5 s per run."""
+        def on_line(line: str) -> None:
+            match = STEP_LINE.search(line)
+            if match and time.monotonic() - self._last.get(label, 0.0) > 5:
+                self._last[label] = time.monotonic()
+                step, total = int(match.group(1)), int(match.group(2))
+                self.say(label, f"step {step}/{total}", fraction=step / max(total, 1))
+        return on_line
+
+
+class Children:
+    """The study's running child processes, so that an interrupt stops every slot's child, not just one."""
+
+    def __init__(self):
+        self.lock, self.procs, self.stopping = threading.Lock(), set(), threading.Event()
+
+    def add(self, proc: subprocess.Popen) -> None:
+        with self.lock:
+            self.procs.add(proc)
+        if self.stopping.is_set():  # started while the study was being stopped
+            _stop_group(proc)
+
+    def discard(self, proc: subprocess.Popen) -> None:
+        with self.lock:
+            self.procs.discard(proc)
+
+    def stop_all(self) -> None:
+        """No new children; every running one's process group gets SIGTERM, then SIGKILL (in parallel)."""
+        self.stopping.set()
+        with self.lock:
+            procs = list(self.procs)
+        stoppers = [threading.Thread(target=_stop_group, args=(p,)) for p in procs]
+        for t in stoppers:
+            t.start()
+        for t in stoppers:
+            t.join()
 
 
 def _python() -> list[str]:
@@ -138,35 +193,44 @@ def benchmark_fingerprints(benchmarks: list[str]) -> set[str]:
     return {load_benchmark(path, None).fingerprint for path in benchmarks}
 
 
-def _eval(cfg, model_path: str, out_dir: str, name: str, benchmarks, num_prompts, fingerprints: set[str],
-          progress: Progress) -> None:
+def child_env(cfg, extra: dict | None = None) -> dict:
+    """The environment of every child: OMP threads shared out among the parallel slots (a set value wins)."""
+    env = dict(os.environ, **(extra or {}))
+    threads = cfg.get("threads_per_child") or max(1, (os.cpu_count() or 1) // max(1, int(cfg.get("parallel") or 1)))
+    env.setdefault("OMP_NUM_THREADS", str(threads))
+    return env
+
+
+def _eval(cfg, job: "Job", model_path: str, out_dir: str, name: str) -> None:
     """Run one eval unless its results are complete; raise when it fails."""
-    done, reason = eval_status(out_dir, model_path, cfg.eval.n, num_prompts, fingerprints)
+    done, reason = eval_status(out_dir, model_path, cfg.eval.n, job.num_prompts, job.fingerprints)
     if done:
-        progress.say(f"eval {name}: already complete")
+        job.progress.say(job.label, f"eval {name}: already complete")
         return
-    progress.say(f"eval {name} (n={cfg.eval.n}): {reason}")
-    cmd = eval_command(cfg, model_path, out_dir, name, benchmarks)
-    code = run_child(cmd, os.path.join(out_dir, "eval.log"), cfg.eval_timeout_s)
+    job.progress.say(job.label, f"eval {name} (n={cfg.eval.n}): {reason}")
+    cmd = eval_command(cfg, model_path, out_dir, name, job.benchmarks)
+    code = run_child(cmd, os.path.join(out_dir, "eval.log"), cfg.eval_timeout_s, env=child_env(cfg),
+                     children=job.children)
     if code != 0:
         raise RuntimeError(f"eval of {name} exited with {code}; log: {os.path.join(out_dir, 'eval.log')}")
-    done, reason = eval_status(out_dir, model_path, cfg.eval.n, num_prompts, fingerprints)
+    done, reason = eval_status(out_dir, model_path, cfg.eval.n, job.num_prompts, job.fingerprints)
     if not done:
         raise RuntimeError(f"eval of {name} finished but its outputs are incomplete: {reason}")
 
 
-def _train(cfg, run: Run, progress: Progress) -> None:
+def _train(cfg, job: "Job", run: Run) -> None:
     """Train one run from scratch (partial outputs of a killed attempt removed first)."""
     done, reason = training_status(run)
     if done:
-        progress.say("training already complete")
+        job.progress.say(job.label, "training already complete")
         return
-    progress.say(f"training ({reason})")
+    job.progress.say(job.label, f"training ({reason})")
     if os.path.exists(run.run_dir):
         shutil.rmtree(run.run_dir)
-    env = dict(os.environ, TENSORBOARD_DIR=os.path.join(run.run_dir, "tensorboard"))
+    env = child_env(cfg, {"TENSORBOARD_DIR": os.path.join(run.run_dir, "tensorboard")})
     log = os.path.join(run.run_dir, "train.log")
-    code = run_child(train_command(cfg, run), log, cfg.run_timeout_s, progress.on_line, env)
+    code = run_child(train_command(cfg, run), log, cfg.run_timeout_s, job.progress.line_watcher(job.label), env,
+                     job.children)
     if code != 0:
         raise RuntimeError(f"training run {run.name} exited with {code}; log: {log}")
     done, reason = training_status(run)
@@ -174,28 +238,88 @@ def _train(cfg, run: Run, progress: Progress) -> None:
         raise RuntimeError(f"training run {run.name} exited 0 but its outputs are incomplete: {reason}")
 
 
-def execute(cfg, plan: Plan, benchmarks: list[str], warmstart_model: str | None, num_prompts) -> None:
-    """Warm-start eval, then every run (train + eval) in plan order; interrupted cleanly by SIGTERM."""
+@dataclass
+class Job:
+    """One unit of the study's work (the warm-start eval, or a run's training then eval) and what it shares."""
+
+    label: str
+    run: Run | None  # None: the warm-start eval
+    benchmarks: list[str]
+    num_prompts: object
+    fingerprints: set[str]
+    progress: Progress
+    children: Children
+    warm_dir: str = ""  # the warm-start eval's output folder (run is None)
+
+    def __call__(self, cfg, warmstart_model: str | None) -> None:
+        if self.run is None:
+            _eval(cfg, self, warmstart_model, self.warm_dir, WARMSTART)
+            return
+        started = time.monotonic()
+        run = self.run
+        skipped = training_status(run)[0] and eval_status(run.eval_dir, run.actor_dir, cfg.eval.n,
+                                                          self.num_prompts, self.fingerprints)[0]
+        _train(cfg, self, run)
+        _eval(cfg, self, run.actor_dir, run.eval_dir, run.name)
+        self.progress.finish(self.label, None if skipped else time.monotonic() - started)
+
+
+def _slot(cfg, jobs: "queue.Queue[Job]", warmstart_model, failures: list, children: Children, delay_s: float):
+    """One parallel slot: take jobs until none is left; a failed job is recorded and the next one taken."""
+    if delay_s and children.stopping.wait(delay_s):
+        return
+    while not children.stopping.is_set():
+        try:
+            job = jobs.get_nowait()
+        except queue.Empty:
+            return
+        try:
+            job(cfg, warmstart_model)
+        except StudyInterrupted:
+            return
+        except Exception as err:  # noqa: BLE001 - reported with the others at the end; the rerun redoes it
+            if children.stopping.is_set():
+                return
+            failures.append((job.label, err))
+            job.progress.say(job.label, f"FAILED: {err}")
+            if job.run is not None:
+                job.progress.finish(job.label, None)
+
+
+def execute(cfg, plan: Plan, benchmarks: list[str], warmstart_model: str | None, num_prompts) -> list:
+    """The warm-start eval and every run (train + eval), ``parallel`` at a time, in plan order; interrupted
+    cleanly by SIGTERM. Returns the failures as (label, error): one failed run does not stop the others."""
     def interrupt(signum, _frame):
         raise StudyInterrupted(f"signal {signum}")
 
+    parallel = int(cfg.get("parallel") or 1)
+    if parallel < 1:
+        raise ValueError(f"study: parallel must be >= 1, got {cfg.parallel}")
     fingerprints = benchmark_fingerprints(benchmarks)  # read once: the benchmark files do not change in a study
+    progress, children = Progress(len(plan.runs), float(cfg.estimate.run_s), parallel), Children()
+    jobs: queue.Queue[Job] = queue.Queue()
+    common = dict(benchmarks=benchmarks, num_prompts=num_prompts, fingerprints=fingerprints, progress=progress,
+                  children=children)
+    if warmstart_model:
+        jobs.put(Job(label=WARMSTART, run=None, warm_dir=plan.warmstart_eval_dir, **common))
+    for i, run in enumerate(plan.runs, 1):
+        jobs.put(Job(label=f"run {i}/{len(plan.runs)} {run.name}", run=run, **common))
+    failures: list = []
     previous = signal.signal(signal.SIGTERM, interrupt)
-    progress = Progress(len(plan.runs), float(cfg.estimate.run_s))
+    slots = [threading.Thread(target=_slot, args=(cfg, jobs, warmstart_model, failures, children,
+                                                  k * float(cfg.get("stagger_s") or 0)), daemon=True)
+             for k in range(parallel)]
     try:
-        if warmstart_model:
-            progress.label = WARMSTART
-            _eval(cfg, warmstart_model, plan.warmstart_eval_dir, WARMSTART, benchmarks, num_prompts, fingerprints,
-                  progress)
-        for i, run in enumerate(plan.runs, 1):
-            progress.label = f"run {i}/{len(plan.runs)} {run.name}"
-            started = time.monotonic()
-            skipped = training_status(run)[0] and eval_status(run.eval_dir, run.actor_dir, cfg.eval.n,
-                                                              num_prompts, fingerprints)[0]
-            _train(cfg, run, progress)
-            _eval(cfg, run.actor_dir, run.eval_dir, run.name, benchmarks, num_prompts, fingerprints, progress)
-            progress.done += 1
-            if not skipped:  # a skipped run says nothing about how long a run takes
-                progress.unit_seconds.append(time.monotonic() - started)
+        for slot in slots:
+            slot.start()
+        while any(slot.is_alive() for slot in slots):
+            for slot in slots:
+                slot.join(timeout=0.5)
+    except BaseException:  # SIGTERM (StudyInterrupted) or Ctrl-C: stop every child, then let the caller report
+        children.stop_all()
+        for slot in slots:
+            slot.join(timeout=60)
+        raise
     finally:
         signal.signal(signal.SIGTERM, previous)
+    return failures

@@ -1,17 +1,40 @@
-"""The tiny study's held-out prompts: a fixed subset of the tiny task's val split (never trained on).
+"""The tiny study's held-out prompts: two sets, neither ever trained on.
 
-Problems with at least ``min_terms`` operands (the warm start's greedy accuracy is 67% / 41% / 24% on 2 / 3 / 4
-terms, build facts), the first ``num_prompts`` of them in val order (a seeded random draw): hard enough that the
-warm start's Pass@64 stays below 1, easy enough that its Pass@1 is well above 0 (docs/evaluation.md).
+* ``heldout.parquet`` (data source ``resrl_tiny/arith``): a fixed subset of the tiny task's val split, problems with
+  at least ``min_terms`` operands, the first ``num_prompts`` in val order (a seeded random draw). In distribution:
+  the warm start's Pass@1 is ~24%, but its Pass@64 is saturated (every prompt solved at least 4 times in 64).
+* ``heldout_long.parquet`` (data source ``resrl_tiny/arith_long``): ``long_prompts`` distinct problems with exactly
+  ``long_terms`` operands (5 by default), drawn by the task's own generator from a stream seeded with ``long_seed``.
+  Training and the warm start see 2-4 operands only (checked against the train split), so these are both unseen and
+  one step longer: the warm start's Pass@1 is ~6% and its Pass@64 ~40%, so the far end of the Pass@k curve has room
+  in both directions (docs/evaluation.md, "Choosing the held-out sets").
 """
 
 from __future__ import annotations
 
 import os
+import random
+
+LONG_SOURCE = "resrl_tiny/arith_long"
+
+
+def _write_if_changed(frame, out_path: str) -> None:
+    """Write ``frame`` atomically unless an equal file is there (the evals' benchmark fingerprint stays valid).
+
+    Compared as read back from parquet: nested columns (the prompt's messages, extra_info) come back as other types
+    than they were built with, so a frame built in memory never equals its own file."""
+    import pandas as pd
+
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    frame.to_parquet(out_path + ".tmp", index=False)
+    if os.path.exists(out_path) and pd.read_parquet(out_path).equals(pd.read_parquet(out_path + ".tmp")):
+        os.remove(out_path + ".tmp")
+        return
+    os.replace(out_path + ".tmp", out_path)
 
 
 def write_tiny_heldout(val_parquet: str, out_path: str, min_terms: int, num_prompts: int) -> int:
-    """Write the subset to ``out_path`` (same verl schema) and return its size; an equal file is left as it is."""
+    """Write the val subset to ``out_path`` (same verl schema) and return its size."""
     import pandas as pd
 
     frame = pd.read_parquet(val_parquet)
@@ -20,9 +43,31 @@ def write_tiny_heldout(val_parquet: str, out_path: str, min_terms: int, num_prom
     if len(subset) < num_prompts:
         raise ValueError(f"heldout: only {len(subset)} val problems have >= {min_terms} terms, "
                          f"num_prompts={num_prompts} asked")
-    if os.path.exists(out_path) and pd.read_parquet(out_path).equals(subset):
-        return len(subset)  # unchanged: the evals' benchmark fingerprint stays valid
-    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    subset.to_parquet(out_path + ".tmp", index=False)
-    os.replace(out_path + ".tmp", out_path)
+    _write_if_changed(subset, out_path)
     return len(subset)
+
+
+def write_tiny_long_heldout(train_parquet: str, out_path: str, terms: int, num_prompts: int, seed: int) -> int:
+    """Write ``num_prompts`` distinct ``terms``-operand problems to ``out_path`` and return their number."""
+    import pandas as pd
+
+    from verl_resrl.tiny.task import ArithTaskConfig, sample_problem, verl_record
+
+    trained = int(pd.read_parquet(train_parquet)["extra_info"].map(lambda info: int(info["num_terms"])).max())
+    if terms <= trained:
+        raise ValueError(f"heldout.long_terms={terms}: the training split has problems with up to {trained} operands; "
+                         f"the long set must be longer than anything trained on")
+    if num_prompts < 1:
+        raise ValueError(f"heldout.long_prompts must be >= 1, got {num_prompts}")
+    cfg = ArithTaskConfig(min_terms=terms, max_terms=terms)
+    rng, seen, rows = random.Random(seed), set(), []
+    while len(rows) < num_prompts:  # 10^terms * 2^(terms-1) problems: distinct draws come quickly
+        problem = sample_problem(rng, cfg)
+        if (problem.operands, problem.ops) in seen:
+            continue
+        seen.add((problem.operands, problem.ops))
+        row = verl_record(problem, "heldout_long", len(rows))
+        row["data_source"] = LONG_SOURCE
+        rows.append(row)
+    _write_if_changed(pd.DataFrame(rows), out_path)
+    return len(rows)

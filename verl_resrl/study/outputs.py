@@ -57,10 +57,10 @@ def training_status(run) -> tuple[bool, str]:
     return True, "checkpoint and metrics complete"
 
 
-def eval_status(eval_dir: str, model_path: str, n: int, num_prompts: int | None,
+def eval_status(eval_dir: str, model_path: str, n: int, num_prompts: int | dict[str, int] | None,
                 fingerprints: set[str] | None = None) -> tuple[bool, str]:
-    """(finished, reason) of an eval from its results.json: same model, n and prompt count for every benchmark,
-    and, when ``fingerprints`` is given, made from exactly those benchmark files (the eval CLI's sha256 of each file's
+    """(finished, reason) of an eval from its results.json: same model, n and prompt count for every benchmark
+    (``num_prompts``: one count for all, or {benchmark name: count}, which also fixes the set of benchmarks), and, when ``fingerprints`` is given, made from exactly those benchmark files (the eval CLI's sha256 of each file's
     prompts and answers, in ``samples/*.meta.json``): a held-out set rebuilt with other rules is not "finished"."""
     path = os.path.join(eval_dir, "results.json")
     try:
@@ -74,11 +74,14 @@ def eval_status(eval_dir: str, model_path: str, n: int, num_prompts: int | None,
         return False, f"{path} was made from {stored_model}, not {model_path}"
     if not benches:
         return False, f"{path} holds no benchmark"
+    if isinstance(num_prompts, dict) and set(benches) != set(num_prompts):
+        return False, f"{path} holds benchmarks {sorted(benches)}, the study wants {sorted(num_prompts)}"
     for name, metrics in benches.items():
         if metrics.get("n") != n:
             return False, f"{path}: {name} has n={metrics.get('n')}, the study wants {n}"
-        if num_prompts is not None and metrics.get("num_prompts") != num_prompts:
-            return False, f"{path}: {name} has {metrics.get('num_prompts')} prompts, the study wants {num_prompts}"
+        wanted = num_prompts.get(name) if isinstance(num_prompts, dict) else num_prompts
+        if wanted is not None and metrics.get("num_prompts") != wanted:
+            return False, f"{path}: {name} has {metrics.get('num_prompts')} prompts, the study wants {wanted}"
     samples = os.path.join(eval_dir, "samples")
     if not os.path.isdir(samples):
         return False, f"{eval_dir} has no samples/ (the report needs the per-prompt results)"
