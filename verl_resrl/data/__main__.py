@@ -7,6 +7,7 @@ Examples::
     python -m verl_resrl.data --out-dir d --only math500 --source math500=/mirror/math500.jsonl   # offline copy
     python -m verl_resrl.data --out-dir d --only aime2025 --hf-path aime2025=math-ai/aime25       # another mirror
     python -m verl_resrl.data --out-dir d --only bfcl_simple bfcl_parallel        # BFCL v4 (docs/function_calling.md)
+    python -m verl_resrl.data --out-dir d --only bfcl_multi_turn_base             # multi-turn (docs/bfcl_multi_turn.md)
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import json
 import logging
 import sys
 
-from verl_resrl.data import bfcl
+from verl_resrl.data import bfcl, bfcl_multi_turn
 from verl_resrl.data.convert import prepare
 from verl_resrl.data.sources import SOURCES
 
@@ -38,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     """Convert the selected datasets and print one JSON line of stats per dataset."""
     parser = argparse.ArgumentParser(prog="python -m verl_resrl.data", description=__doc__.split("\n")[0])
     parser.add_argument("--out-dir", required=True, help="folder receiving NAME.parquet files")
-    parser.add_argument("--only", nargs="+", choices=list(SOURCES) + list(bfcl.DATASETS),
+    parser.add_argument("--only", nargs="+",
+                        choices=list(SOURCES) + list(bfcl.DATASETS) + list(bfcl_multi_turn.DATASETS),
                         help="datasets to prepare (default: all math sets; BFCL sets only when named)")
     parser.add_argument("--source", nargs="*", default=[], help="NAME=PATH local copy (parquet/json/jsonl)")
     parser.add_argument("--hf-path", nargs="*", default=[], help="NAME=owner/repo alternative Hub dataset")
@@ -58,6 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     if bfcl_names:
         all_stats = bfcl.prepare_bfcl(bfcl_names, args.out_dir, wheel=args.bfcl_wheel,
                                       eval_fraction=args.bfcl_eval_fraction)
+        for stats in all_stats:
+            print(json.dumps(stats), flush=True)
+        print(bfcl.render_rows_summary(all_stats), end="", flush=True)
+    multi_turn_names = [n for n in selected if n in bfcl_multi_turn.DATASETS]
+    if multi_turn_names:
+        all_stats = bfcl_multi_turn.prepare_multi_turn(multi_turn_names, args.out_dir, wheel=args.bfcl_wheel,
+                                                       eval_fraction=args.bfcl_eval_fraction)
         for stats in all_stats:
             print(json.dumps(stats), flush=True)
         print(bfcl.render_rows_summary(all_stats), end="", flush=True)
