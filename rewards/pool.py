@@ -7,7 +7,9 @@ replaced and the items it held are retried once, one by one; an item that fails 
 
 Item format: ``{"kind": "math", "response": str, "ground_truth": str, **math options}``,
 ``{"kind": "code", "program": str, "tests": [{"input", "output"}], "timeout_s": float (optional), **code options}`` or
-``{"kind": "function_call", "response": str, "ground_truth": list | JSON, "tools": list | JSON | None, **options}``.
+``{"kind": "function_call", "response": str, "ground_truth": list | JSON, "tools": list | JSON | None, **options}`` or
+``{"kind": "function_call_multi_turn", "responses": [str per turn], "ground_truth": per-turn calls | JSON,
+"initial_config": dict | JSON, "involved_classes": list | JSON, "tools": list | JSON | None, **options}``.
 """
 
 from __future__ import annotations
@@ -21,13 +23,15 @@ import time
 
 from verl_resrl.rewards import code as code_verifier
 from verl_resrl.rewards import function_call as function_call_verifier
+from verl_resrl.rewards import function_call_multi_turn as multi_turn_verifier
 from verl_resrl.rewards import math as math_verifier
 from verl_resrl.rewards.worker_process import KILL_MARGIN_S, STARTUP_TIMEOUT_S, VerifierProcess, negative_result
 
 logger = logging.getLogger(__name__)
 
 _ARGS = {"math": ("response", "ground_truth"), "code": ("program", "tests", "timeout_s"),
-         "function_call": ("response", "ground_truth", "tools")}
+         "function_call": ("response", "ground_truth", "tools"),
+         multi_turn_verifier.VERIFIER: ("responses", "ground_truth", "initial_config", "involved_classes", "tools")}
 
 
 def default_num_workers() -> int:
@@ -55,6 +59,10 @@ def normalize_item(index: int, item) -> dict:
                     "options": options}
         if kind == "function_call":
             return _normalize_function_call(item, options)
+        if kind == multi_turn_verifier.VERIFIER:
+            multi_turn_verifier.parse_options(options)  # JSON strings parsed and checked here, not in the worker
+            inputs = multi_turn_verifier.normalize_inputs(*(item.get(k) for k in _ARGS[kind]))
+            return {"kind": kind, **inputs, "options": options}
         if not isinstance(item.get("program"), str):
             raise ValueError("'program' must be a str")
         code_verifier.validate_tests(item.get("tests"))

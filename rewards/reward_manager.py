@@ -4,10 +4,12 @@ Selected with ``reward.reward_manager.name=resrl_verifier`` (``source: register`
 read from ``reward.reward_kwargs`` (the node verl's own DAPO manager reads; legacy ``reward_model.reward_kwargs``
 is migrated there by verl), e.g. ``+reward.reward_kwargs.reward_convention=binary``; see ``ManagerOptions``.
 
-Verifier per sample: ``extra_info["verifier"]`` ("math", "code" or "function_call") when present, else
-"function_call" when ``data_source`` starts with ``bfcl``, else "code" when it contains one of ``CODE_SOURCE_MARKERS``,
-else "math". Code ground truths are test lists (see ``parse_code_tests``); function-call samples take their tools
-from ``extra_info["tools"]`` (docs/function_calling.md).
+Verifier per sample: ``extra_info["verifier"]`` (one of ``VERIFIERS``) when present, else "function_call_multi_turn"
+when ``data_source`` starts with ``bfcl_multi_turn``, "function_call" when it starts with ``bfcl``, else "code" when
+it contains one of ``CODE_SOURCE_MARKERS``, else "math". Code ground truths are test lists (see ``parse_code_tests``);
+function-call samples take their tools from ``extra_info["tools"]`` (docs/function_calling.md); multi-turn samples
+also their initial_config, involved_classes and later user turns, at whose text the decoded rollout is cut into
+turns (docs/bfcl_multi_turn.md).
 ``reward_extra_info`` carries ``reason``, ``answer`` ("" when none was extracted) and ``acc`` (1.0 iff correct).
 
 Seam: extends ``verl.experimental.reward_loop.reward_manager.base.RewardManagerBase`` (its ``run_single``, like
@@ -25,7 +27,7 @@ import threading
 from verl.experimental.reward_loop.reward_manager import register
 from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 
-VERIFIERS = ("math", "code", "function_call")
+VERIFIERS = ("math", "code", "function_call", "function_call_multi_turn")
 CODE_SOURCE_MARKERS = ("code", "apps", "taco", "livecodebench", "codeforces", "humaneval", "mbpp")
 
 
@@ -82,6 +84,8 @@ def choose_verifier(data_source: str, extra_info: dict | None) -> str:
             raise ValueError(f"extra_info['verifier'] must be one of {VERIFIERS}, got {chosen!r}")
         return chosen
     source = str(data_source).lower()
+    if source.startswith("bfcl_multi_turn"):
+        return "function_call_multi_turn"
     if source.startswith("bfcl"):
         return "function_call"
     return "code" if any(marker in source for marker in CODE_SOURCE_MARKERS) else "math"
@@ -180,6 +184,14 @@ class ResRLVerifierRewardManager(RewardManagerBase):
         """The pool item of one sample."""
         opts = self.options
         verifier = choose_verifier(data_source, extra_info)
+        if verifier == "function_call_multi_turn":
+            from verl_resrl.rewards.function_call_multi_turn import split_turns
+
+            info = extra_info or {}
+            return {"kind": verifier, "responses": split_turns(response, info.get("user_turns", "[]")),
+                    "ground_truth": ground_truth, "initial_config": info.get("initial_config"),
+                    "involved_classes": info.get("involved_classes"), "tools": info.get("tools"),
+                    "reward_convention": opts.reward_convention}
         if verifier == "function_call":
             return {"kind": "function_call", "response": response, "ground_truth": ground_truth,
                     "tools": (extra_info or {}).get("tools"), "reward_convention": opts.reward_convention}

@@ -50,6 +50,13 @@ def score_item(item: dict, timeout_s: float) -> dict:
 
         options.setdefault("timeout_s", timeout_s)
         return math_verifier.score(item["response"], item["ground_truth"], **options)
+    if item["kind"] == "function_call_multi_turn":
+        from verl_resrl.rewards import function_call_multi_turn
+
+        # the check's own deadline (its sandboxed backends are killed there) fits the item budget
+        options["timeout_s"] = min(options.get("timeout_s") or timeout_s, timeout_s)
+        return function_call_multi_turn.score(item["responses"], item["ground_truth"], item["initial_config"],
+                                              item["involved_classes"], item.get("tools"), **options)
     if item["kind"] == "function_call":
         from verl_resrl.rewards import function_call
 
@@ -204,7 +211,7 @@ def _serve() -> None:
     """Child main loop: read items from stdin, write results to the saved stdout (stray prints go to stderr)."""
     protocol = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
-    from verl_resrl.rewards import code, function_call, math  # noqa: F401 - imported before "ready" (items do not pay)
+    from verl_resrl.rewards import code, function_call, function_call_multi_turn, math  # noqa: F401 - before "ready"
 
     # sympy, math-verify and its parser (~1-2 s): paid here, before "ready", not inside an item's timeout
     math.warm_up()
