@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig, OmegaConf
 
+from verl_resrl.eval.function_calls import FUNCTION_CALL, MATH, benchmark_verifier, read_tools
 from verl_resrl.eval.generation import SamplingSettings, choose_backend, prompt_seed
 from verl_resrl.eval.report import benchmark_metrics, file_stem, load_run, write_json, write_reports
 from verl_resrl.eval.samples import SampleRecord, SampleStore
@@ -23,13 +24,16 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class Benchmark:
-    """One benchmark parquet: its name (data_source), chat prompts and ground truths."""
+    """One benchmark parquet: its name (data_source), chat prompts, ground truths and how they are scored."""
 
     name: str
     path: str
     prompts: list[list[dict]]
     ground_truths: list[str]
-    fingerprint: str  # sha256 of all prompts + ground truths of the file: resuming on changed data is refused
+    fingerprint: str  # sha256 of all prompts + ground truths (+ tools) of the file: resuming on changed data is refused
+    verifier: str = MATH  # MATH, or FUNCTION_CALL for BFCL rows (verl_resrl.eval.function_calls)
+    tools: list[list[dict]] | None = None  # function calls: each prompt's chat-template tools
+    verifier_tools: list | None = None  # function calls: each prompt's tools as the verifier checks them
 
 
 def load_benchmark(path: str, max_prompts: int | None) -> Benchmark:
@@ -53,17 +57,28 @@ def load_benchmark(path: str, max_prompts: int | None) -> Benchmark:
         if not isinstance(truth, str) or not truth:
             raise ValueError(f"{path} row {row}: reward_model.ground_truth must be a non-empty string, got {truth!r}")
         truths.append(truth)
-    # fingerprint of the whole file, so that a smoke run with max_prompts can be extended by a full run
-    digest = hashlib.sha256(repr((prompts, truths)).encode()).hexdigest()
-    if max_prompts is not None:
-        prompts, truths = prompts[:max_prompts], truths[:max_prompts]
-    return Benchmark(name=name, path=path, prompts=prompts, ground_truths=truths, fingerprint=digest)
+    infos = [to_python(i) for i in frame["extra_info"]] if "extra_info" in frame.columns else [None] * len(frame)
+    verifier = benchmark_verifier(path, list(frame["data_source"]) if sources else [None] * len(frame), infos)
+    if verifier == MATH:
+        # fingerprint of the whole file, so that a smoke run with max_prompts can be extended by a full run; for math
+        # exactly what it always was, so existing sample stores and the study's records stay valid
+        digest = hashlib.sha256(repr((prompts, truths)).encode()).hexdigest()
+        return Benchmark(name=name, path=path, prompts=prompts[:max_prompts], ground_truths=truths[:max_prompts],
+                         fingerprint=digest)
+    tools, checked = read_tools(path, list(frame["tools"]) if "tools" in frame.columns else None, infos)
+    digest = hashlib.sha256(repr((prompts, truths, tools, checked)).encode()).hexdigest()
+    return Benchmark(name=name, path=path, prompts=prompts[:max_prompts], ground_truths=truths[:max_prompts],
+                     fingerprint=digest, verifier=verifier, tools=tools[:max_prompts],
+                     verifier_tools=checked[:max_prompts])
 
 
-def render_prompt_ids(tokenizer, messages: list[dict], cfg: DictConfig) -> list[int]:
-    """Token ids of one prompt: the chat template with the generation prompt (or the raw user text)."""
+def render_prompt_ids(tokenizer, messages: list[dict], cfg: DictConfig, tools: list[dict] | None = None) -> list[int]:
+    """Token ids of one prompt: the chat template with the generation prompt and the row's ``tools`` when given
+    (or the raw user text)."""
     if cfg.chat_template:
         kwargs = OmegaConf.to_container(cfg.chat_template_kwargs, resolve=True)
+        if tools is not None:  # only then: a math prompt renders exactly as it always did
+            kwargs["tools"] = tools
         text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **kwargs)
     else:
         text = "\n".join(m["content"] for m in messages)
@@ -71,19 +86,27 @@ def render_prompt_ids(tokenizer, messages: list[dict], cfg: DictConfig) -> list[
 
 
 class Verifier:
-    """Math verification through the process pool (``verl_resrl.rewards.pool.VerifierPool``)."""
+    """Math and function-call verification through the process pool (``verl_resrl.rewards.pool.VerifierPool``)."""
 
     def __init__(self, num_workers: int, timeout_s: float):
         from verl_resrl.rewards.pool import VerifierPool
 
         self.pool = VerifierPool(num_workers=num_workers, timeout_s=timeout_s)
 
-    def score(self, responses: list[str], ground_truths: list[str]) -> list[dict]:
-        """{score, answer, reason} per response; binary convention (1 correct / 0 otherwise)."""
-        items = [
-            {"kind": "math", "response": r, "ground_truth": g, "reward_convention": "binary"}
-            for r, g in zip(responses, ground_truths)
-        ]
+    def score(self, responses: list[str], ground_truths: list[str], kind: str = MATH,
+              tools: list | None = None) -> list[dict]:
+        """{score, answer, reason} per response; binary convention (1 correct / 0 otherwise). ``kind``
+        FUNCTION_CALL checks each response's calls against its ground truth and ``tools`` (one list per response)."""
+        if kind == FUNCTION_CALL:
+            items = [
+                {"kind": FUNCTION_CALL, "response": r, "ground_truth": g, "tools": t, "reward_convention": "binary"}
+                for r, g, t in zip(responses, ground_truths, tools, strict=True)
+            ]
+        else:
+            items = [
+                {"kind": "math", "response": r, "ground_truth": g, "reward_convention": "binary"}
+                for r, g in zip(responses, ground_truths)
+            ]
         return self.pool.score_batch(items)
 
     def close(self) -> None:
@@ -151,7 +174,8 @@ class _Engine:
 def _sample_batch(engine: _Engine, bench: Benchmark, todo: list[tuple[int, int]], cfg: DictConfig) -> list:
     """Generate and verify the missing samples of a batch of (prompt index, samples already stored)."""
     settings = SamplingSettings(**OmegaConf.to_container(cfg.sampling, resolve=True))
-    prompt_ids = [render_prompt_ids(engine.tokenizer, bench.prompts[i], cfg) for i, _ in todo]
+    prompt_ids = [render_prompt_ids(engine.tokenizer, bench.prompts[i], cfg, bench.tools[i] if bench.tools else None)
+                  for i, _ in todo]
     counts = [cfg.n - have for _, have in todo]
     seeds = [prompt_seed(settings.seed, i, have) for i, have in todo]
     results = engine.backend.sample(prompt_ids, counts, seeds, settings, bool(cfg.log_probs))
@@ -160,7 +184,7 @@ def _sample_batch(engine: _Engine, bench: Benchmark, todo: list[tuple[int, int]]
         raise RuntimeError(f"backend returned {got} completions for prompts {[i for i, _ in todo]}, asked {counts}")
     flat = [(i, have + j, r) for (i, have), rs in zip(todo, results) for j, r in enumerate(rs)]
     texts = [engine.tokenizer.decode(r.token_ids, skip_special_tokens=True) for _, _, r in flat]
-    verdicts = engine.verifier.score(texts, [bench.ground_truths[i] for i, _, _ in flat])
+    verdicts = _verify(engine.verifier, bench, texts, [i for i, _, _ in flat])
     return [
         SampleRecord(
             prompt_index=i,
@@ -175,6 +199,14 @@ def _sample_batch(engine: _Engine, bench: Benchmark, todo: list[tuple[int, int]]
         )
         for (i, s, r), text, v in zip(flat, texts, verdicts, strict=True)
     ]
+
+
+def _verify(verifier, bench: Benchmark, texts: list[str], prompts: list[int]) -> list[dict]:
+    """Verdicts of the responses to ``prompts`` (one index per response), with the benchmark's verifier kind."""
+    truths = [bench.ground_truths[i] for i in prompts]
+    if bench.verifier == MATH:
+        return verifier.score(texts, truths)  # the call math benchmarks always made
+    return verifier.score(texts, truths, kind=bench.verifier, tools=[bench.verifier_tools[i] for i in prompts])
 
 
 def evaluate_benchmark(engine: _Engine, bench: Benchmark, cfg: DictConfig) -> dict:
@@ -227,6 +259,10 @@ def run_eval(cfg: DictConfig) -> dict:
     """Evaluate every benchmark, write metrics/{name}.json, results.json, results.md and the Pass@k plots."""
     paths = _check_config(cfg)
     benches = [load_benchmark(p, cfg.max_prompts) for p in paths]
+    for bench in benches:
+        if bench.tools and not cfg.chat_template:
+            raise ValueError(f"{bench.path}: chat_template=false cannot show the model a function-calling "
+                             "benchmark's tools (they are rendered by the chat template)")
     names = [file_stem(b.name) for b in benches]
     if len(set(names)) != len(names):
         raise ValueError(f"two benchmark files share a name (data_source): {names}")
