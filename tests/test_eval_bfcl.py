@@ -164,6 +164,8 @@ def test_changed_tools_change_the_fingerprint(tmp_path):
     (lambda f: f.assign(tools=["not json"] + list(f["tools"][1:])), r"row 0: tools: not valid JSON"),
     (lambda f: f.assign(data_source=["math500"] + list(f["data_source"][1:]),
                         extra_info=[{"index": 0}] + list(f["extra_info"][1:])), r"mixes function-call"),
+    (lambda f: f.assign(data_source=["bfcl_multi_turn_base"] * len(f),
+                        extra_info=[{"index": i} for i in range(len(f))]), r"multi-turn BFCL rows are not supported"),
 ])
 def test_malformed_bfcl_benchmark_names_the_problem(tmp_path, change, message):
     from verl_resrl.eval.runner import load_benchmark

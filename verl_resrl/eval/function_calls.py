@@ -3,8 +3,10 @@
 A benchmark is scored as function calls when its rows are BFCL rows (``python -m verl_resrl.data --only bfcl_*``):
 ``data_source`` starting with ``bfcl``, or ``extra_info.verifier == "function_call"`` -- the routing of the training
 reward manager (``verl_resrl.rewards.reward_manager.choose_verifier``), repeated here so that the eval CLI does not
-import verl. Every other benchmark is scored as math, exactly as before this module existed (code benchmarks too:
-the eval CLI has never scored code).
+import verl. Multi-turn BFCL rows (``bfcl_multi_turn*``, verifier ``function_call_multi_turn``) are refused: the CLI
+samples one response per prompt, and such a row needs the model's calls executed between its turns. Every other
+benchmark is scored as math, exactly as before this module existed (code benchmarks too: the eval CLI has never
+scored code).
 
 Each function-call row carries two tool lists (docs/function_calling.md, "Data"): the ``tools`` column, OpenAI
 style, rendered by the chat template, and ``extra_info.tools``, BFCL's own docs, which the verifier checks calls
@@ -17,18 +19,28 @@ import json
 
 MATH = "math"
 FUNCTION_CALL = "function_call"
+MULTI_TURN = "function_call_multi_turn"
 
 
 def row_verifier(data_source, extra_info) -> str:
-    """``function_call`` for a BFCL row, else ``math``."""
-    if (extra_info or {}).get("verifier") == FUNCTION_CALL or str(data_source or "").lower().startswith("bfcl"):
+    """``function_call`` for a single-turn BFCL row, ``function_call_multi_turn`` for a multi-turn one, else
+    ``math``."""
+    chosen = (extra_info or {}).get("verifier")
+    source = str(data_source or "").lower()
+    if chosen == MULTI_TURN or (chosen is None and source.startswith("bfcl_multi_turn")):
+        return MULTI_TURN
+    if chosen == FUNCTION_CALL or (chosen is None and source.startswith("bfcl")):
         return FUNCTION_CALL
     return MATH
 
 
 def benchmark_verifier(path: str, sources: list, infos: list) -> str:
-    """The one verifier kind of a benchmark file's rows; a file mixing BFCL and other rows is refused."""
+    """The one verifier kind of a benchmark file's rows; a file mixing BFCL and other rows is refused, and so are
+    multi-turn rows (the eval CLI samples one response per prompt; they need the calls run between turns)."""
     kinds = {row_verifier(s, i) for s, i in zip(sources, infos)}
+    if MULTI_TURN in kinds:
+        raise ValueError(f"{path}: multi-turn BFCL rows are not supported by the eval CLI (it samples one response "
+                         "per prompt; a multi-turn row needs the model's calls executed between its turns)")
     if len(kinds) > 1:
         rows = [r for r, (s, i) in enumerate(zip(sources, infos)) if row_verifier(s, i) == FUNCTION_CALL][:3]
         raise ValueError(f"{path}: mixes function-call (BFCL) rows, e.g. rows {rows}, with other rows; "
