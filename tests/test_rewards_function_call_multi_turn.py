@@ -2,7 +2,6 @@
 call strictness, parsing, the pool kind, and hostile backends bounded by the sandbox (no worker lost)."""
 
 import json
-import os
 import random
 import textwrap
 import time
