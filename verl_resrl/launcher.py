@@ -8,7 +8,8 @@ Called by ``python -m verl_resrl.main_ppo +recipe=NAME``. In order:
    ``VERL_PLATFORM=cpu`` in Ray's runtime env, for every Ray process, then makes the config runnable there
    (:func:`configure_cpu_run`); the GPU path passes ``VERL_RESRL_DEVICE`` and no CPU marker (:func:`configure_gpu_run`);
 2. the tiny task: with ``resrl_tiny.enable=true``, build (once, cached) or reuse its assets and fill the config keys
-   set to ``"resrl_tiny"`` with their paths;
+   set to ``"resrl_tiny"`` with their paths (the tool task likewise with ``resrl_tiny_tools.enable``:
+   ``verl_resrl.tiny_tools.launch``);
 3. output paths made absolute (Ray workers do not share the driver's working directory);
 4. validation: ``verl_resrl.dry_run.preflight`` (our checks, ``verl_resrl.config_check`` and verl's own
    ``validate_config``; stops here on ``trainer.dry_run=true``);
@@ -223,8 +224,13 @@ class _ResRLTaskRunner(TaskRunnerV1.__ray_actor_class__):
         from verl_resrl.trainer import resolve_trainer_cls
 
         install_in_v1_trainer()
+        from verl_resrl.tiny_tools.launch import wrap_trainer
+
         poll = _select(config, "resrl_sampler.poll_interval_s")
-        v1.get_trainer_cls = lambda _mode: with_replay_poll_interval(resolve_trainer_cls(config), poll)
+        # wrap_trainer: per-step tools/* metrics when rollout.multi_turn.enable (verl logs turns, not tool calls);
+        # the class is unchanged otherwise (verl_resrl/tiny_tools/trainer_hooks.py)
+        v1.get_trainer_cls = lambda _mode: wrap_trainer(
+            with_replay_poll_interval(resolve_trainer_cls(config), poll), config)
         try:
             return super().run(config)
         except Exception as err:
@@ -271,6 +277,9 @@ def launch(config) -> None:
         else:
             configure_gpu_run(config, decision)
     prepare_tiny_assets(config)
+    from verl_resrl.tiny_tools.launch import prepare_tiny_tools_assets
+
+    prepare_tiny_tools_assets(config)  # the tool task's build and paths; a no-op unless resrl_tiny_tools.enable
     absolutize_outputs(config)
     if _preflight(config):
         return

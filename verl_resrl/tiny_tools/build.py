@@ -1,0 +1,236 @@
+"""Build (once) and cache the tiny tool task: model dir with the tools tokenizer, train/val parquet, build facts.
+
+    from verl_resrl.tiny_tools.build import ensure_tiny_tools_assets
+    assets = ensure_tiny_tools_assets("~/.cache/verl_resrl/resrl_tiny_tools")
+
+    python -m verl_resrl.tiny_tools.build --out DIR [--rebuild]
+
+The same rules as ``verl_resrl.tiny.build`` (docs/tiny_task.md, "Caching and safety"), with its own marker
+``resrl_tiny_tools_build.json``: a build runs in a staging folder under a file lock and the marker is written last; a
+directory with files but no marker of ours, or a marker of other settings, is an error naming it (``rebuild``
+replaces only a build of ours).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+
+from verl_resrl.tiny.build import _cpu_summary
+from verl_resrl.tiny.model import TinyModelConfig
+from verl_resrl.tiny.task import ArithTaskConfig
+from verl_resrl.tiny_tools.task import DATA_SOURCE
+from verl_resrl.tiny_tools.warmstart import ToolEvalConfig, WarmStartConfig
+
+BUILDER = "verl_resrl.tiny_tools.build"
+MARKER = "resrl_tiny_tools_build.json"
+LOCK = ".resrl_tiny_tools_build.lock"
+TMP_PREFIX = ".resrl_tiny_tools_tmp-"
+BUILT_ENTRIES = ("model", "train.parquet", "val.parquet")
+BUILD_FORMAT = 1  # bump when the build code changes what a given set of settings produces
+TOOL_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tools.yaml")  # multi_turn.tool_config_path
+
+
+class TinyToolsAssetsError(RuntimeError):
+    """The data directory holds something this builder will not overwrite or cannot use."""
+
+
+@dataclass(frozen=True)
+class TinyToolsBuildSettings:
+    """Everything that determines the built assets (their hash is stored in the marker)."""
+
+    task: ArithTaskConfig = field(default_factory=ArithTaskConfig)
+    model: TinyModelConfig = field(default_factory=TinyModelConfig)
+    # 500 steps of 32 (length-bucketed): the tool transcripts are ~4x the tiny task's tokens (docs/tiny_tools.md)
+    warmstart: WarmStartConfig = field(default_factory=lambda: WarmStartConfig(steps=500))
+    eval: ToolEvalConfig = field(default_factory=ToolEvalConfig)
+
+    def as_dict(self) -> dict:
+        return {"format": BUILD_FORMAT, **asdict(self)}
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class TinyToolsAssets:
+    """Paths of a complete build and what was measured while building it."""
+
+    data_dir: str
+    model_dir: str
+    train_parquet: str
+    val_parquet: str
+    tool_config: str
+    facts: dict
+
+
+def default_data_dir() -> str:
+    """``$VERL_RESRL_TINY_TOOLS_DIR`` or ``~/.cache/verl_resrl/resrl_tiny_tools``."""
+    return os.path.expanduser(os.environ.get("VERL_RESRL_TINY_TOOLS_DIR", "~/.cache/verl_resrl/resrl_tiny_tools"))
+
+
+def _assets(data_dir: str, facts: dict) -> TinyToolsAssets:
+    return TinyToolsAssets(data_dir, os.path.join(data_dir, "model"), os.path.join(data_dir, "train.parquet"),
+                           os.path.join(data_dir, "val.parquet"), TOOL_CONFIG, facts)
+
+
+def ensure_tiny_tools_assets(data_dir: str, *, rebuild: bool = False,
+                             settings: TinyToolsBuildSettings | None = None) -> TinyToolsAssets:
+    """The assets under ``data_dir``, built first if missing (or ``rebuild``)."""
+    settings = settings or TinyToolsBuildSettings()
+    data_dir = os.path.abspath(os.path.expanduser(data_dir))
+    if os.path.isdir(data_dir) and not os.path.exists(os.path.join(data_dir, MARKER)):
+        _refuse_foreign_files(data_dir)  # before the lock file: add nothing to a directory that is not ours
+    os.makedirs(data_dir, exist_ok=True)
+    with _locked(data_dir):
+        marker = _read_marker(data_dir)
+        if marker is None:
+            _refuse_foreign_files(data_dir)
+        elif not rebuild:
+            return _cached(data_dir, marker, settings)
+        _remove_own_build(data_dir, marker)
+        return _build(data_dir, settings)
+
+
+@contextlib.contextmanager
+def _locked(data_dir: str):
+    """An exclusive flock on the directory's lock file: two processes never build into it at once."""
+    with open(os.path.join(data_dir, LOCK), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _read_marker(data_dir: str) -> dict | None:
+    """Our marker, None without one, an error for an unreadable or foreign one."""
+    path = os.path.join(data_dir, MARKER)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            marker = json.load(fh)
+    except (OSError, ValueError) as err:
+        raise TinyToolsAssetsError(f"{path}: unreadable build marker ({err}); remove it or the directory") from err
+    if not isinstance(marker, dict) or marker.get("builder") != BUILDER:
+        raise TinyToolsAssetsError(f"{path}: not a marker written by {BUILDER}; refusing to use or overwrite it")
+    return marker
+
+
+def _refuse_foreign_files(data_dir: str) -> None:
+    """Without a marker the directory must be empty (apart from our lock and stale staging folders)."""
+    foreign = sorted(e for e in os.listdir(data_dir) if e != LOCK and not e.startswith(TMP_PREFIX))
+    if foreign:
+        raise TinyToolsAssetsError(f"{data_dir} holds files the tiny-tools builder did not make "
+                                   f"({', '.join(foreign[:5])}); refusing to build over them")
+
+
+def _cached(data_dir: str, marker: dict, settings: TinyToolsBuildSettings) -> TinyToolsAssets:
+    """The existing build if it has ``settings`` and is complete, else a clear error."""
+    if marker.get("settings_hash") != settings.digest():
+        raise TinyToolsAssetsError(f"{data_dir} holds a tiny-tools build with other settings (hash "
+                                   f"{marker.get('settings_hash')}, wanted {settings.digest()}); pass rebuild=True "
+                                   "(CLI: --rebuild) or use another directory")
+    missing = [e for e in BUILT_ENTRIES if not os.path.exists(os.path.join(data_dir, e))]
+    if missing:
+        raise TinyToolsAssetsError(f"{data_dir}: the build is incomplete, missing {', '.join(missing)}; rebuild it")
+    return _assets(data_dir, marker["facts"])
+
+
+def _remove_own_build(data_dir: str, marker: dict | None) -> None:
+    """Delete stale staging folders of ours and the entries our marker lists, the marker last."""
+    for entry in os.listdir(data_dir):
+        if entry.startswith(TMP_PREFIX):
+            shutil.rmtree(os.path.join(data_dir, entry), ignore_errors=True)
+    if marker is None:
+        return
+    for entry in [e for e in marker.get("files", []) if e in BUILT_ENTRIES]:
+        path = os.path.join(data_dir, entry)
+        if os.path.exists(path):  # rename first: an interrupted removal leaves the entry whole or absent
+            doomed = tempfile.mkdtemp(prefix=TMP_PREFIX, dir=data_dir)
+            os.replace(path, os.path.join(doomed, entry))
+            shutil.rmtree(doomed)
+    os.remove(os.path.join(data_dir, MARKER))
+
+
+def _build(data_dir: str, settings: TinyToolsBuildSettings) -> TinyToolsAssets:
+    """Build into a staging folder, move the entries into place, then write the marker."""
+    staging = tempfile.mkdtemp(prefix=TMP_PREFIX, dir=data_dir)
+    try:
+        facts = build_into(staging, settings)
+        for entry in BUILT_ENTRIES:
+            os.replace(os.path.join(staging, entry), os.path.join(data_dir, entry))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    marker = {"builder": BUILDER, "settings_hash": settings.digest(), "settings": settings.as_dict(),
+              "files": list(BUILT_ENTRIES), "facts": facts}
+    tmp = os.path.join(data_dir, MARKER + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(marker, fh, indent=2, sort_keys=True)
+    os.replace(tmp, os.path.join(data_dir, MARKER))
+    return _assets(data_dir, facts)
+
+
+def build_into(out_dir: str, settings: TinyToolsBuildSettings) -> dict:
+    """Generate the task, write the parquet files, build + warm-start + evaluate + save the model; return facts."""
+    from transformers import AutoTokenizer
+
+    from verl_resrl.tiny import model as tiny_model
+    from verl_resrl.tiny_tools import task, warmstart
+    from verl_resrl.tiny_tools.chat_template import save_tools_tokenizer
+    from verl_resrl.tiny_tools.reward import is_correct
+
+    start = time.perf_counter()
+    _log(f"building the tiny tool task into {out_dir} ({settings.warmstart.steps} warm-start steps, ~3 min on 2 cores)")
+    splits = task.generate_splits(settings.task)
+    task.write_parquet(splits["train"], "train", os.path.join(out_dir, "train.parquet"))
+    task.write_parquet(splits["val"], "val", os.path.join(out_dir, "val.parquet"))
+    model_dir = os.path.join(out_dir, "model")
+    save_tools_tokenizer(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)  # train with exactly what verl will load
+    model = tiny_model.build_model(settings.model)
+    sft = warmstart.train(model, tokenizer, splits["sft"], settings.warmstart, log=_log)
+    eval_start = time.perf_counter()
+    warm = warmstart.evaluate(model, tokenizer, splits["val"], is_correct, settings.eval)
+    tiny_model.save_model(model, model_dir)
+    _log(f"warm start: greedy accuracy {warm['greedy_accuracy']:.3f}, sampled {warm['sampled_accuracy']:.3f} on "
+         f"{len(splits['val'])} validation prompts; tool used in {warm['greedy_tool_fraction']:.0%} of greedy and "
+         f"{warm['sampled_tool_fraction']:.0%} of sampled rollouts")
+    max_prompt, max_response = warmstart.example_token_lengths(tokenizer, splits["val"] + splits["train"])
+    return {"data_source": DATA_SOURCE, "num_train": len(splits["train"]), "num_val": len(splits["val"]),
+            "num_sft": len(splits["sft"]), "num_parameters": tiny_model.count_parameters(model),
+            "vocab_size": len(tokenizer), "max_prompt_tokens": max_prompt, "max_response_tokens": max_response,
+            **sft, **warm, "eval_seconds": time.perf_counter() - eval_start,
+            "build_seconds": time.perf_counter() - start, "weights_sha256": tiny_model.weights_sha256(model),
+            "cpu": _cpu_summary()}
+
+
+def _log(message: str) -> None:
+    print(f"[resrl_tiny_tools] {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI: build (or reuse) the assets under ``--out`` and print their paths and facts."""
+    parser = argparse.ArgumentParser(prog="python -m verl_resrl.tiny_tools.build", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default=default_data_dir(), help="data directory (default: %(default)s)")
+    parser.add_argument("--rebuild", action="store_true", help="replace an existing build of ours in --out")
+    args = parser.parse_args(argv)
+    try:
+        assets = ensure_tiny_tools_assets(args.out, rebuild=args.rebuild)
+    except TinyToolsAssetsError as err:
+        parser.exit(2, f"error: {err}\n")
+    print(json.dumps(asdict(assets), indent=2, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()
