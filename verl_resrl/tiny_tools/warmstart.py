@@ -158,12 +158,12 @@ def rollout(model, tokenizer, problems: list[ArithProblem], *, do_sample: bool, 
         calls, assistant_turns = [0] * len(chunk), [0] * len(chunk)
         active = list(range(len(chunk)))
         while active:
-            budget = min(cfg.response_length - len(responses[i]) for i in active)
+            budget = max(cfg.response_length - len(responses[i]) for i in active)
             new = _generate_turn(model, tokenizer, [prompts[i] + responses[i] for i in active],
                                  max(1, min(cfg.max_turn_tokens, budget)), do_sample, cfg)
             still = []
             for i, tokens in zip(active, new):
-                responses[i] += tokens
+                responses[i] += tokens[: cfg.response_length - len(responses[i])]  # each row's own budget
                 assistant_turns[i] += 1
                 outputs = _tool_outputs(tokenizer.decode(tokens))
                 if (not outputs or len(responses[i]) >= cfg.response_length
