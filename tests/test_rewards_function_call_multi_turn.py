@@ -252,3 +252,21 @@ def test_the_reward_manager_routes_multi_turn_rows(rows):
     normalized = normalize_item(0, item)
     assert mt.score(normalized["responses"], normalized["ground_truth"], normalized["initial_config"],
                     normalized["involved_classes"], normalized["tools"])["reason"] == "correct"
+
+
+def test_the_pool_scores_multi_turn_items_and_a_hostile_one_costs_no_actor_or_worker(stand_in):
+    from verl_resrl.rewards.pool import VerifierPool
+
+    gold = [[{"mkdir": {"dir_name": "a"}}]]
+    base = {"kind": "function_call_multi_turn", "ground_truth": json.dumps(gold), "initial_config": "{}",
+            "involved_classes": json.dumps(FS), "backend_dir": stand_in, "reward_convention": "binary"}
+    responses = [["mkdir(dir_name='a')"], ["[spin(), mkdir(dir_name='a')]"], ["mkdir(dir_name='b')"],
+                 ["mkdir(dir_name='a')"]]
+    with VerifierPool(num_workers=1, timeout_s=2.0) as pool:
+        pid = pool._ray.get(pool.actors[0].worker_pid.remote())
+        start = time.monotonic()
+        results = pool.score_batch([{**base, "responses": r} for r in responses])
+        assert [r["reason"] for r in results] == ["correct", "timeout", "wrong", "correct"]
+        assert [r["score"] for r in results] == [1.0, 0.0, 0.0, 1.0]
+        assert time.monotonic() - start < 2.0 + KILL_MARGIN_S + 10.0  # one timeout plus three quick items
+        assert pool.replacements == 0 and pool._ray.get(pool.actors[0].worker_pid.remote()) == pid
