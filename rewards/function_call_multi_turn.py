@@ -305,14 +305,12 @@ def _methods(instances: dict, allowed) -> dict:
 
 def _as_text(value) -> str:
     """A result as BFCL compares results: a string as it is, a dict as JSON (else str), anything else str()."""
-    if isinstance(value, str):
-        return value
     if isinstance(value, dict):
         try:
             return json.dumps(value)
         except (TypeError, ValueError):
-            return str(value)
-    return str(value)
+            pass
+    return value if isinstance(value, str) else str(value)
 
 
 def _execute(table: dict, calls: list[dict], strict: bool) -> tuple[str | None, list[str]]:
@@ -321,18 +319,15 @@ def _execute(table: dict, calls: list[dict], strict: bool) -> tuple[str | None, 
     results = []
     for i, call in enumerate(calls):
         (name, args), = call.items()
-        method, problem = table.get(name), None
-        if method is None:
-            problem = f"call {i}: unknown function {name!r}"
-        else:
-            try:
-                inspect.signature(method).bind(**args)
-            except TypeError as exc:
-                problem = f"call {i}: {name}: {exc}"
-        if problem is not None:
+        method = table.get(name)
+        try:
+            if method is None:
+                raise TypeError(f"unknown function {name!r}")
+            inspect.signature(method).bind(**args)
+        except TypeError as exc:
             if strict:
-                return problem, results
-            results.append(f"Error during execution: {problem}")
+                return f"call {i}: {name}: {exc}", results
+            results.append(f"Error during execution: call {i}: {name}: {exc}")
             continue
         try:
             results.append(_as_text(method(**args)))
@@ -356,17 +351,6 @@ def _state_difference(model: dict, gold: dict) -> str | None:
     return None
 
 
-def _missing_results(expected: list[str], produced: list[str]) -> list[str]:
-    """Gold results not among the model's (as a multiset: each produced result matches once)."""
-    left, missing = collections.Counter(produced), []
-    for result in expected:
-        if left[result] > 0:
-            left[result] -= 1
-        else:
-            missing.append(result)
-    return missing
-
-
 def _check_turn(t: int, calls: list, gold_calls: list, model: dict, gold: dict, produced: list,
                 expected: list, response_check: bool) -> str | None:
     """Why turn ``t`` is wrong after both call lists ran, or None."""
@@ -374,7 +358,8 @@ def _check_turn(t: int, calls: list, gold_calls: list, model: dict, gold: dict, 
         return f"turn {t}: no call, the gold has {len(gold_calls)}"
     problem = _state_difference(model, gold)
     if problem is None and response_check:
-        missing = _missing_results(expected, produced)
+        # a multiset difference: each result the model produced answers one gold result
+        missing = list((collections.Counter(expected) - collections.Counter(produced)).elements())
         if missing:
             problem = f"{len(missing)} gold result(s) not among the model's, e.g. {missing[0][:200]!r}"
     return None if problem is None else f"turn {t}: {problem}"
@@ -414,6 +399,7 @@ def _sandbox_main() -> None:
         verdict = {"reason": "setup_error", "detail": f"{type(exc).__name__}: {exc}"}
     else:
         verdict = run_episode(payload, model, gold)
+    verdict["detail"] = verdict["detail"][:500]  # a TypeError can quote a huge argument name
     verdict_out.write(_MARK + json.dumps(verdict) + "\n")
     verdict_out.flush()
 
