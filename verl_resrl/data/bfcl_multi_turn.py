@@ -17,9 +17,10 @@ Output row (docs/bfcl_multi_turn.md)::
                  "initial_config": JSON, "tools": JSON of BFCL's own docs, "excluded_functions": JSON list,
                  "num_turns", "original_dataset"}
 
-Gold calls are rewritten with keyword arguments only: BFCL writes a few with one positional argument
-(``sort('final_report.pdf')``); it is named after the doc's parameter order (tests check this against the backend's
-signature).
+``extract_backends`` puts BFCL's backend modules of the pinned wheel into the cache for the verifier, which sends
+them, compiled once per process (``compiled_backends``), into its sandbox. Gold calls are rewritten with keyword
+arguments only: BFCL writes a few with one positional argument (``sort('final_report.pdf')``); it is named after
+the doc's parameter order (tests check this against the backend's signature).
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ def extract_backends(wheel: str | None = None, cache_dir: str | None = None) -> 
     if bfcl.sha256_of(wheel) != bfcl.BFCL_WHEEL_SHA256:
         raise ValueError(f"{wheel}: not the pinned bfcl-eval=={bfcl.BFCL_VERSION} wheel (sha256 differs)")
     staging = tempfile.mkdtemp(dir=cache_dir, prefix=".backends-")
+    os.chmod(staging, 0o755)  # mkdtemp's 0700 would hide the folder from other users of the cache
     with zipfile.ZipFile(wheel) as z:
         for name in names:
             with open(os.path.join(staging, name), "wb") as f:
@@ -205,25 +207,25 @@ def convert_multi_turn(source: bfcl.BfclSource, name: str, eval_fraction: float 
     """verl rows of dataset ``name`` (a key of ``DATASETS``), both splits, in the source's order."""
     rows = []
     for index, item in enumerate(load_multi_turn(source, DATASETS[name])):
-        entry, dump = item["entry"], (lambda v: json.dumps(v, ensure_ascii=False))
+        entry = item["entry"]
         turns = [[{"role": m["role"], "content": m["content"]} for m in turn] for turn in entry["question"]]
         rows.append({
             "data_source": name,
             "prompt": turns[0],
             "ability": bfcl.ABILITY,
-            "reward_model": {"style": "rule", "ground_truth": dump(item["gold"])},
-            "tools": dump(bfcl.openai_tools(item["docs"])),
+            "reward_model": {"style": "rule", "ground_truth": _dump(item["gold"])},
+            "tools": _dump(bfcl.openai_tools(item["docs"])),
             "extra_info": {
                 "index": index,
                 "split": bfcl.split_of(entry["id"], eval_fraction, salt),
                 "source_id": entry["id"],
                 "category": DATASETS[name],
                 "verifier": VERIFIER,
-                "user_turns": dump(turns[1:]),
-                "involved_classes": dump(entry["involved_classes"]),
-                "initial_config": dump(entry["initial_config"]),
-                "tools": dump(item["docs"]),
-                "excluded_functions": dump(entry.get("excluded_function", [])),
+                "user_turns": _dump(turns[1:]),
+                "involved_classes": _dump(entry["involved_classes"]),
+                "initial_config": _dump(entry["initial_config"]),
+                "tools": _dump(item["docs"]),
+                "excluded_functions": _dump(entry.get("excluded_function", [])),
                 "num_turns": len(turns),
                 "original_dataset": original_dataset,
             },
@@ -231,16 +233,25 @@ def convert_multi_turn(source: bfcl.BfclSource, name: str, eval_fraction: float 
     return rows
 
 
+def _dump(value) -> str:
+    """JSON text of a nested value (parquet would merge the keys of every row's dicts into one struct type)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _spread(values: list) -> dict:
+    """min / mean / max."""
+    return {"min": min(values), "mean": round(sum(values) / len(values), 2), "max": max(values)}
+
+
 def _row_stats(name: str, rows: list[dict], paths: dict) -> dict:
     """Rows per split, tools per row, turns and gold calls per row."""
     turns = [r["extra_info"]["num_turns"] for r in rows]
     calls = [sum(len(t) for t in json.loads(r["reward_model"]["ground_truth"])) for r in rows]
-    spread = lambda xs: {"min": min(xs), "mean": round(sum(xs) / len(xs), 2), "max": max(xs)}  # noqa: E731
     return {"dataset": name, "rows": len(rows),
             "train": sum(r["extra_info"]["split"] == "train" for r in rows),
             "test": sum(r["extra_info"]["split"] == "test" for r in rows),
-            "tools_per_row": bfcl.tools_per_row(rows), "turns_per_row": spread(turns),
-            "gold_calls_per_row": spread(calls), "paths": paths}
+            "tools_per_row": bfcl.tools_per_row(rows), "turns_per_row": _spread(turns),
+            "gold_calls_per_row": _spread(calls), "paths": paths}
 
 
 def prepare_multi_turn(names: list[str], out_dir: str, wheel: str | None = None, cache_dir: str = bfcl.DEFAULT_CACHE,
