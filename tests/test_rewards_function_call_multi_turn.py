@@ -133,6 +133,12 @@ def test_parsing_outcomes_and_the_result_format():
     assert fs(["<tool_call>{not json}</tool_call>"], gold).reason == "parse_error"
     assert fs(["[mkdir(dir_name={1, 2})]"], gold).reason == "parse_error"  # a set is no JSON argument
     assert fs(["mkdir(dir_name='new')", "ls()"], gold).reason == "wrong"  # more turns than the task
+    # hostile sizes are refused before any parser or backend runs
+    start = time.monotonic()
+    assert fs(["[mkdir(dir_name='" + "x" * 10**6 + "')]"], gold).reason == "parse_error"
+    assert fs(["[" * 10**4 + "]" * 10**4], gold).reason == "parse_error"
+    assert fs([hermes([{"ls": {}}] * 300)], gold).reason == "parse_error"  # over max_calls
+    assert time.monotonic() - start < 2.0
     # tool output echoed into the rollout is not the model's
     echoed = "<tool_response>\n<tool_call>{\"name\": \"mkdir\", \"arguments\": {\"dir_name\": \"new\"}}</tool_call>" \
              "\n</tool_response>"
@@ -236,7 +242,7 @@ def test_a_looping_backend_in_a_worker_process_loses_no_worker(stand_in):
 
 
 def test_the_reward_manager_routes_multi_turn_rows(rows):
-    from verl_resrl.rewards.reward_manager import ResRLVerifierRewardManager, choose_verifier
+    from verl_resrl.rewards.reward_manager import ManagerOptions, ResRLVerifierRewardManager, choose_verifier
 
     row = rows[0]
     assert choose_verifier(row["data_source"], None) == "function_call_multi_turn"
@@ -246,7 +252,7 @@ def test_the_reward_manager_routes_multi_turn_rows(rows):
     rollout = hermes(gold[0]) + "".join("user\n" + t[0]["content"] + "assistant\n" + hermes(g)
                                         for t, g in zip(later, gold[1:]))
     manager = ResRLVerifierRewardManager.__new__(ResRLVerifierRewardManager)
-    manager.options = type("O", (), {"reward_convention": "signed"})()
+    manager.options = ManagerOptions()  # build_item reads only the options; no pool is started here
     item = manager.build_item(rollout, row["reward_model"]["ground_truth"], row["data_source"], row["extra_info"], 1)
     assert item["kind"] == "function_call_multi_turn" and len(item["responses"]) == len(gold)
     normalized = normalize_item(0, item)
