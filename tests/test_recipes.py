@@ -5,6 +5,7 @@ papers the baselines cite, written out here by hand, not read from the recipes.
 """
 
 import os
+import signal
 import subprocess
 import sys
 from importlib import resources
@@ -281,14 +282,22 @@ def test_all_problems_are_reported_together(data_dir):
 
 
 def _cli(args: list[str], cwd, timeout: int = 240):
-    """Run the entry point in a fresh process whose Ray temp dir is private, so any Ray start would show there."""
+    """Run the entry point in a fresh process whose Ray temp dir is private, so any Ray start would show there; in its
+    own session, so a timeout kills its whole process group (an asset build, a Ray start) and fails the test."""
     ray_tmp = os.path.join(cwd, "ray_tmp")
     os.makedirs(ray_tmp, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["RAY_TMPDIR"] = ray_tmp
-    proc = subprocess.run([sys.executable, "-m", "verl_resrl.main_ppo", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-    return proc, os.listdir(ray_tmp)
+    proc = subprocess.Popen([sys.executable, "-m", "verl_resrl.main_ppo", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"main_ppo {' '.join(args[:2])} exceeded {timeout} s; its process group was killed\n"
+                    f"{stderr[-2000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr), os.listdir(ray_tmp)
 
 
 def test_cli_dry_run_prints_config_and_plan_without_ray(data_dir, tmp_path):
