@@ -7,7 +7,8 @@ Layout under ``out_dir``::
     runs/{method}_s{seed}/ckpt/     trainer.default_local_dir: global_step_{steps}/actor (verl's FSDP checkpoint)
     evals/{method}_s{seed}/         the eval CLI's output_dir (samples/, metrics/, results.json)
     evals/warmstart/                the warm-start model's eval
-    heldout.parquet                 the held-out prompts every eval uses
+    heldout.parquet                 the held-out prompts every eval uses (tiny: the in-distribution set)
+    heldout_long.parquet            tiny: the second held-out set, unseen 5-operand problems (heldout.py)
     report.md, *.png                the report
 """
 
