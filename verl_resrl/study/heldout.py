@@ -6,8 +6,8 @@
 * ``heldout_long.parquet`` (data source ``resrl_tiny/arith_long``): ``long_prompts`` distinct problems with exactly
   ``long_terms`` operands (5 by default), drawn by the task's own generator from a stream seeded with ``long_seed``.
   Training and the warm start see 2-4 operands only (checked against the train split), so these are both unseen and
-  one step longer: the warm start's Pass@1 is 3.4% and its Pass@64 21.9% (64 prompts), so the far end of the Pass@k curve has room
-  in both directions (docs/evaluation.md, "Choosing the held-out sets").
+  one step longer: the warm start's Pass@1 is 3.4% and its Pass@64 21.9% (64 prompts), so the far end of the
+  Pass@k curve has room in both directions (docs/evaluation.md, "Choosing the held-out sets").
 """
 
 from __future__ import annotations
