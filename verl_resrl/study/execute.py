@@ -201,71 +201,82 @@ def child_env(cfg, extra: dict | None = None) -> dict:
     return env
 
 
-def _eval(cfg, job: "Job", model_path: str, out_dir: str, name: str) -> None:
-    """Run one eval unless its results are complete; raise when it fails."""
-    done, reason = eval_status(out_dir, model_path, cfg.eval.n, job.num_prompts, job.fingerprints)
+@dataclass
+class Shared:
+    """What every unit of one study invocation shares: its config, benchmarks, progress and running children."""
+
+    cfg: object
+    benchmarks: list[str]
+    num_prompts: object  # one count, {benchmark name: count}, or None (see outputs.eval_status)
+    fingerprints: set[str]
+    progress: Progress
+    children: Children
+
+
+def _eval(shared: Shared, label: str, model_path: str, out_dir: str, name: str) -> bool:
+    """Run one eval unless its results are complete (False: nothing to do); raise when it fails."""
+    cfg = shared.cfg
+    done, reason = eval_status(out_dir, model_path, cfg.eval.n, shared.num_prompts, shared.fingerprints)
     if done:
-        job.progress.say(job.label, f"eval {name}: already complete")
-        return
-    job.progress.say(job.label, f"eval {name} (n={cfg.eval.n}): {reason}")
-    cmd = eval_command(cfg, model_path, out_dir, name, job.benchmarks)
+        shared.progress.say(label, f"eval {name}: already complete")
+        return False
+    shared.progress.say(label, f"eval {name} (n={cfg.eval.n}): {reason}")
+    cmd = eval_command(cfg, model_path, out_dir, name, shared.benchmarks)
     code = run_child(cmd, os.path.join(out_dir, "eval.log"), cfg.eval_timeout_s, env=child_env(cfg),
-                     children=job.children)
+                     children=shared.children)
     if code != 0:
         raise RuntimeError(f"eval of {name} exited with {code}; log: {os.path.join(out_dir, 'eval.log')}")
-    done, reason = eval_status(out_dir, model_path, cfg.eval.n, job.num_prompts, job.fingerprints)
+    done, reason = eval_status(out_dir, model_path, cfg.eval.n, shared.num_prompts, shared.fingerprints)
     if not done:
         raise RuntimeError(f"eval of {name} finished but its outputs are incomplete: {reason}")
+    return True
 
 
-def _train(cfg, job: "Job", run: Run) -> None:
-    """Train one run from scratch (partial outputs of a killed attempt removed first)."""
+def _train(shared: Shared, label: str, run: Run) -> bool:
+    """Train one run from scratch unless it is finished (False: nothing to do); partial outputs removed first."""
+    cfg = shared.cfg
     done, reason = training_status(run)
     if done:
-        job.progress.say(job.label, "training already complete")
-        return
-    job.progress.say(job.label, f"training ({reason})")
+        shared.progress.say(label, "training already complete")
+        return False
+    shared.progress.say(label, f"training ({reason})")
     if os.path.exists(run.run_dir):
         shutil.rmtree(run.run_dir)
     env = child_env(cfg, {"TENSORBOARD_DIR": os.path.join(run.run_dir, "tensorboard")})
     log = os.path.join(run.run_dir, "train.log")
-    code = run_child(train_command(cfg, run), log, cfg.run_timeout_s, job.progress.line_watcher(job.label), env,
-                     job.children)
+    code = run_child(train_command(cfg, run), log, cfg.run_timeout_s, shared.progress.line_watcher(label), env,
+                     shared.children)
     if code != 0:
         raise RuntimeError(f"training run {run.name} exited with {code}; log: {log}")
     done, reason = training_status(run)
     if not done:
         raise RuntimeError(f"training run {run.name} exited 0 but its outputs are incomplete: {reason}")
+    return True
 
 
-@dataclass
+@dataclass(frozen=True)
 class Job:
-    """One unit of the study's work (the warm-start eval, or a run's training then eval) and what it shares."""
+    """One unit of the study's work: the warm-start eval (``run`` None), or a run's training then its eval."""
 
     label: str
-    run: Run | None  # None: the warm-start eval
-    benchmarks: list[str]
-    num_prompts: object
-    fingerprints: set[str]
-    progress: Progress
-    children: Children
-    warm_dir: str = ""  # the warm-start eval's output folder (run is None)
+    run: Run | None
+    model_path: str = ""  # the warm-start eval's model and output folder
+    out_dir: str = ""
 
-    def __call__(self, cfg, warmstart_model: str | None) -> None:
+    def __call__(self, shared: Shared) -> None:
         if self.run is None:
-            _eval(cfg, self, warmstart_model, self.warm_dir, WARMSTART)
+            _eval(shared, self.label, self.model_path, self.out_dir, WARMSTART)
             return
         started = time.monotonic()
-        run = self.run
-        skipped = training_status(run)[0] and eval_status(run.eval_dir, run.actor_dir, cfg.eval.n,
-                                                          self.num_prompts, self.fingerprints)[0]
-        _train(cfg, self, run)
-        _eval(cfg, self, run.actor_dir, run.eval_dir, run.name)
-        self.progress.finish(self.label, None if skipped else time.monotonic() - started)
+        trained = _train(shared, self.label, self.run)
+        evaluated = _eval(shared, self.label, self.run.actor_dir, self.run.eval_dir, self.run.name)
+        # a unit with nothing left to do says nothing about how long a run takes
+        shared.progress.finish(self.label, time.monotonic() - started if trained or evaluated else None)
 
 
-def _slot(cfg, jobs: "queue.Queue[Job]", warmstart_model, failures: list, children: Children, delay_s: float):
+def _slot(shared: Shared, jobs: "queue.Queue[Job]", failures: list, delay_s: float) -> None:
     """One parallel slot: take jobs until none is left; a failed job is recorded and the next one taken."""
+    children = shared.children
     if delay_s and children.stopping.wait(delay_s):
         return
     while not children.stopping.is_set():
@@ -274,16 +285,16 @@ def _slot(cfg, jobs: "queue.Queue[Job]", warmstart_model, failures: list, childr
         except queue.Empty:
             return
         try:
-            job(cfg, warmstart_model)
+            job(shared)
         except StudyInterrupted:
             return
         except Exception as err:  # noqa: BLE001 - reported with the others at the end; the rerun redoes it
             if children.stopping.is_set():
                 return
             failures.append((job.label, err))
-            job.progress.say(job.label, f"FAILED: {err}")
+            shared.progress.say(job.label, f"FAILED: {err}")
             if job.run is not None:
-                job.progress.finish(job.label, None)
+                shared.progress.finish(job.label, None)
 
 
 def execute(cfg, plan: Plan, benchmarks: list[str], warmstart_model: str | None, num_prompts) -> list:
@@ -295,20 +306,18 @@ def execute(cfg, plan: Plan, benchmarks: list[str], warmstart_model: str | None,
     parallel = int(cfg.get("parallel") or 1)
     if parallel < 1:
         raise ValueError(f"study: parallel must be >= 1, got {cfg.parallel}")
-    fingerprints = benchmark_fingerprints(benchmarks)  # read once: the benchmark files do not change in a study
-    progress, children = Progress(len(plan.runs), float(cfg.estimate.run_s), parallel), Children()
+    shared = Shared(cfg=cfg, benchmarks=benchmarks, num_prompts=num_prompts,
+                    fingerprints=benchmark_fingerprints(benchmarks),  # read once: the files do not change
+                    progress=Progress(len(plan.runs), float(cfg.estimate.run_s), parallel), children=Children())
     jobs: queue.Queue[Job] = queue.Queue()
-    common = dict(benchmarks=benchmarks, num_prompts=num_prompts, fingerprints=fingerprints, progress=progress,
-                  children=children)
     if warmstart_model:
-        jobs.put(Job(label=WARMSTART, run=None, warm_dir=plan.warmstart_eval_dir, **common))
+        jobs.put(Job(label=WARMSTART, run=None, model_path=warmstart_model, out_dir=plan.warmstart_eval_dir))
     for i, run in enumerate(plan.runs, 1):
-        jobs.put(Job(label=f"run {i}/{len(plan.runs)} {run.name}", run=run, **common))
+        jobs.put(Job(label=f"run {i}/{len(plan.runs)} {run.name}", run=run))
     failures: list = []
     previous = signal.signal(signal.SIGTERM, interrupt)
-    slots = [threading.Thread(target=_slot, args=(cfg, jobs, warmstart_model, failures, children,
-                                                  k * float(cfg.get("stagger_s") or 0)), daemon=True)
-             for k in range(parallel)]
+    slots = [threading.Thread(target=_slot, args=(shared, jobs, failures, k * float(cfg.get("stagger_s") or 0)),
+                              daemon=True) for k in range(parallel)]
     try:
         for slot in slots:
             slot.start()
@@ -316,7 +325,7 @@ def execute(cfg, plan: Plan, benchmarks: list[str], warmstart_model: str | None,
             for slot in slots:
                 slot.join(timeout=0.5)
     except BaseException:  # SIGTERM (StudyInterrupted) or Ctrl-C: stop every child, then let the caller report
-        children.stop_all()
+        shared.children.stop_all()
         for slot in slots:
             slot.join(timeout=60)
         raise
