@@ -51,7 +51,7 @@ def write_tiny_long_heldout(train_parquet: str, out_path: str, terms: int, num_p
     """Write ``num_prompts`` distinct ``terms``-operand problems to ``out_path`` and return their number."""
     import pandas as pd
 
-    from verl_resrl.tiny.task import ArithTaskConfig, sample_problem, verl_record
+    from verl_resrl.tiny.task import ArithTaskConfig, _draw, verl_record
 
     trained = int(pd.read_parquet(train_parquet)["extra_info"].map(lambda info: int(info["num_terms"])).max())
     if terms <= trained:
@@ -60,14 +60,9 @@ def write_tiny_long_heldout(train_parquet: str, out_path: str, terms: int, num_p
     if num_prompts < 1:
         raise ValueError(f"heldout.long_prompts must be >= 1, got {num_prompts}")
     cfg = ArithTaskConfig(min_terms=terms, max_terms=terms)
-    rng, seen, rows = random.Random(seed), set(), []
-    while len(rows) < num_prompts:  # 10^terms * 2^(terms-1) problems: distinct draws come quickly
-        problem = sample_problem(rng, cfg)
-        if (problem.operands, problem.ops) in seen:
-            continue
-        seen.add((problem.operands, problem.ops))
-        row = verl_record(problem, "heldout_long", len(rows))
-        row["data_source"] = LONG_SOURCE
-        rows.append(row)
+    # the task's own distinct draw (as its val split is drawn), from this set's own seeded stream
+    problems = _draw(random.Random(seed), cfg, num_prompts, exclude=set(), unique=True)
+    rows = [dict(verl_record(problem, "heldout_long", i), data_source=LONG_SOURCE)
+            for i, problem in enumerate(problems)]
     _write_if_changed(pd.DataFrame(rows), out_path)
     return len(rows)
