@@ -185,16 +185,18 @@ def _validate_entry(entry: dict, where: str) -> None:
             raise ValueError(f"{where}: function[{j}] must have a string 'name' and an object 'parameters'")
 
 
-def load_category(source: BfclSource, category: str) -> list[tuple[dict, list]]:
-    """[(question entry, possible-answer list)] of one BFCL category, in the file's order."""
+def read_paired(source: BfclSource, category: str, question_keys: tuple[str, ...], validate_entry,
+                check_answer=None, missing: str = "no possible answer") -> list[tuple[dict, object]]:
+    """[(question entry, ground truth)] of one BFCL category in the file's order: ids unique in both files, every
+    entry validated (``validate_entry(entry, where)``) and answered; ``check_answer(record, where)`` per answer."""
     qname, aname = f"BFCL_v4_{category}.json", f"possible_answer/BFCL_v4_{category}.json"
-    questions = read_jsonl(source.read(qname), qname, ("id", "question", "function"))
+    questions = read_jsonl(source.read(qname), qname, question_keys)
     answers = {}
-    for lineno, record in enumerate(read_jsonl(source.read(aname), aname, ("id", "ground_truth")), 1):
+    for record in read_jsonl(source.read(aname), aname, ("id", "ground_truth")):
         if record["id"] in answers:
             raise ValueError(f"{aname}: id {record['id']!r} appears twice")
-        if not isinstance(record["ground_truth"], list) or not record["ground_truth"]:
-            raise ValueError(f"{aname}: entry {record['id']!r}: 'ground_truth' must be a non-empty list")
+        if check_answer is not None:
+            check_answer(record, f"{aname}: entry {record['id']!r}")
         answers[record["id"]] = record["ground_truth"]
     out, seen = [], set()
     for entry in questions:
@@ -202,11 +204,22 @@ def load_category(source: BfclSource, category: str) -> list[tuple[dict, list]]:
         if entry["id"] in seen:
             raise ValueError(f"{where} appears twice")
         seen.add(entry["id"])
-        _validate_entry(entry, where)
+        validate_entry(entry, where)
         if entry["id"] not in answers:
-            raise KeyError(f"{aname}: no possible answer for id {entry['id']!r}")
+            raise KeyError(f"{aname}: {missing} for id {entry['id']!r}")
         out.append((entry, answers[entry["id"]]))
     return out
+
+
+def _check_possible_answer(record: dict, where: str) -> None:
+    if not isinstance(record["ground_truth"], list) or not record["ground_truth"]:
+        raise ValueError(f"{where}: 'ground_truth' must be a non-empty list")
+
+
+def load_category(source: BfclSource, category: str) -> list[tuple[dict, list]]:
+    """[(question entry, possible-answer list)] of one BFCL category, in the file's order."""
+    return read_paired(source, category, ("id", "question", "function"), _validate_entry,
+                       check_answer=_check_possible_answer)
 
 
 def convert_category(source: BfclSource, name: str, eval_fraction: float = DEFAULT_EVAL_FRACTION,

@@ -164,26 +164,15 @@ def _validate_entry(entry: dict, where: str) -> None:
 
 def load_multi_turn(source: bfcl.BfclSource, category: str) -> list[dict]:
     """[{"entry", "docs" (offered), "gold" (per turn)}] of one multi-turn category, in the file's order."""
-    qname, aname = f"BFCL_v4_{category}.json", f"possible_answer/BFCL_v4_{category}.json"
-    questions = bfcl.read_jsonl(source.read(qname), qname, ("id", "question", "initial_config", "involved_classes"))
-    answers = {}
-    for record in bfcl.read_jsonl(source.read(aname), aname, ("id", "ground_truth")):
-        if record["id"] in answers:
-            raise ValueError(f"{aname}: id {record['id']!r} appears twice")
-        answers[record["id"]] = record["ground_truth"]
-    out, seen = [], set()
-    for entry in questions:
-        where = f"{qname}: entry {entry['id']!r}"
-        if entry["id"] in seen:
-            raise ValueError(f"{where} appears twice")
-        seen.add(entry["id"])
-        _validate_entry(entry, where)
-        if entry["id"] not in answers:
-            raise KeyError(f"{aname}: no ground truth for id {entry['id']!r}")
+    aname = f"possible_answer/BFCL_v4_{category}.json"
+    out = []
+    for entry, gold in bfcl.read_paired(source, category, ("id", "question", "initial_config", "involved_classes"),
+                                        _validate_entry, missing="no ground truth"):
+        where = f"BFCL_v4_{category}.json: entry {entry['id']!r}"
         docs = load_docs(source, entry["involved_classes"], where)
         offered = offered_docs(docs, entry["involved_classes"], entry.get("excluded_function", []))
         out.append({"entry": entry, "docs": offered,
-                    "gold": _gold_turns(answers[entry["id"]], entry, offered, f"{aname}: entry {entry['id']!r}")})
+                    "gold": _gold_turns(gold, entry, offered, f"{aname}: entry {entry['id']!r}")})
     return out
 
 
