@@ -193,8 +193,13 @@ def probe_run(tmp_path, ranks, *overrides):
     return json.loads(report_path.read_text()), [r for r in records if "resrl/coverage" in r]
 
 
-BOUND_CAP = 1e-3
-"""A derived bound above this would no longer separate float noise from a grouping fault: the test then fails."""
+FAULT_SEPARATION = 10.0
+"""The noise bound must stay this many times below the reference's grouping fault measured on the same groups
+(``split_fault_weight_diff``); a bound closer to it would no longer tell float noise from that fault: the test fails.
+
+Was a fixed cap of 1e-3. At the default rank 64 CI's machine derived 1.5e-3 (movement 1.8e-6), and this project's
+AVX-512 machine with CI's settings 5.7e-3 (movement 2.3e-6) against a measured fault of 0.90 (= 1 - xi: halves left
+unmixed): a separation of 158, so the fixed cap failed runs that told noise and fault apart by two orders."""
 REPLAY_TOLERANCE = 1e-6
 """Workers' weights vs the driver's weights from the same states (same code, both float32 on CPU)."""
 
@@ -217,11 +222,12 @@ def assert_layout_invariant(report, ranks):
                 "first_fit_partition"} | ({"every_group_split"} if ranks > 1 else set())
     assert report["dp_size"] == ranks and set(report["layouts"]) == expected
     assert report["reference"]["resrl/groups_weighted"] > 0 and report["reference"]["resrl/coverage"] == 1.0
+    fault = report["split_fault_weight_diff"]
     for name, layout in report["layouts"].items():
         assert layout["same_rows_weighted"] and layout["coverage"] == 1.0, (name, layout)
         assert layout["state_noise"] <= 1e-4 * layout["state_scale"], (name, layout)  # float noise, not a new forward
         assert layout["replay_weight_diff"] <= REPLAY_TOLERANCE, (name, layout)
-        assert noise_bound(layout) <= BOUND_CAP, (name, layout)
+        assert noise_bound(layout) * FAULT_SEPARATION <= fault, (name, fault, layout)
         assert layout["max_abs_weight_diff"] <= noise_bound(layout), (name, layout)
     normal = report["layouts"]["normal"]  # the normal pass's own layout again: the same forward, bit for bit
     assert normal["state_noise"] == 0.0 and normal["max_abs_weight_diff"] == 0.0, normal
@@ -249,7 +255,7 @@ def test_default_rank_weights_identical_under_every_layout(tmp_path, tiny_assets
     A tiny-task group has ~20-100 positive tokens, so rank 64 keeps nearly every direction they span, down to
     singular values near the numerical-rank cut. Those directions turn with the float32 forward's own noise, so the
     weights are more sensitive to it than at rank 4: the noise-derived bound measures exactly that sensitivity (on
-    this run's groups), and BOUND_CAP still separates it from a grouping fault.
+    this run's groups), and must still stay FAULT_SEPARATION times below the grouping fault's movement.
     """
     report, _ = probe_run(tmp_path, 1, f"resrl_tiny.data_dir={tiny_assets}")
     assert_layout_invariant(report, 1)

@@ -28,7 +28,8 @@ import torch
 
 from verl_resrl.algos.resrl import ResRLConfig
 from verl_resrl.partition import whole_group_partition
-from verl_resrl.probe_noise import driver_weights, max_abs_diff, noise_weight_diff, probe_rows, row_states
+from verl_resrl.probe_noise import (driver_weights, max_abs_diff, noise_weight_diff, probe_rows, row_states,
+                                    split_fault_weight_diff)
 from verl_resrl.workers.resrl_groups import PROBE_STATES_FIELD, POSITIVE_FIELD, STATS_FIELD, WEIGHTS_FIELD, dense_rows
 
 PROBE_CONFIG_KEY = "resrl_layout_probe"
@@ -122,6 +123,8 @@ def run_layout_probe(trainer, batch, settings: dict, reference_metrics: dict) ->
             "noise_weight_diff": noise_weight_diff(probe_rows(uids, responses, positive, normal_states, masks), config,
                                                    noise),
         }
+    report["split_fault_weight_diff"] = split_fault_weight_diff(
+        probe_rows(uids, responses, positive, normal_states, masks), config)
     tq.kv_batch_put(keys=keys, partition_id=batch.partition_id, fields=reference_td)  # the normal pass's fields
     path = str(trainer.config.trainer.get(PROBE_CONFIG_KEY))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
