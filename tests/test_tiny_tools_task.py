@@ -22,11 +22,7 @@ from verl_resrl.tiny_tools.trainer_hooks import mask_runs, tool_metrics
 P = task.ArithProblem((7, 5, 9, 3), ("+", "-", "+"))  # 7+5=12, 12-9=3, 3+3=6
 GOLD_TOOL = (
     "<|im_start|>user\nCompute 7+5-9+3.<|im_end|>\n<|im_start|>assistant\n"
-    '<tool_call>{"name": "calc", "arguments": {"expr": "7+5"}}</tool_call><|im_end|>\n'
-    "<|im_start|>tool\n12<|im_end|>\n<|im_start|>assistant\n"
-    '<tool_call>{"name": "calc", "arguments": {"expr": "12-9"}}</tool_call><|im_end|>\n'
-    "<|im_start|>tool\n3<|im_end|>\n<|im_start|>assistant\n"
-    '<tool_call>{"name": "calc", "arguments": {"expr": "3+3"}}</tool_call><|im_end|>\n'
+    '<tool_call>{"name": "calc", "arguments": {"expr": "7+5-9+3"}}</tool_call><|im_end|>\n'
     "<|im_start|>tool\n6<|im_end|>\n<|im_start|>assistant\n"
     "Answer: 6<|im_end|>\n"
 )
@@ -44,22 +40,22 @@ def tokenizer(tmp_path_factory):
 # ------------------------------------------------------------------------------------------------ task, template
 
 
-def test_gold_turns_compute_the_chain_left_to_right():
-    assert task.steps(P) == [("7+5", 12), ("12-9", 3), ("3+3", 6)]
+def test_gold_turns_send_the_chain_in_one_call_then_answer():
+    assert task.calls(P) == [("7+5-9+3", 6)]
     texts = [t for t, _ in task.turns(P, use_tool=True)]
-    assert texts[-1] == "Answer: 6" and [o for _, o in task.turns(P, True)] == ["12", "3", "6", None]
-    assert texts[1] == '<tool_call>{"name": "calc", "arguments": {"expr": "12-9"}}</tool_call>'
+    assert texts[-1] == "Answer: 6" and [o for _, o in task.turns(P, True)] == ["6", None]
+    assert texts[0] == '<tool_call>{"name": "calc", "arguments": {"expr": "7+5-9+3"}}</tool_call>'
     assert task.turns(P, use_tool=False) == [("Answer: 6", None)]
 
 
 def test_every_gold_transcript_reaches_the_answer(tokenizer):
     splits = task.generate_splits(task.ArithTaskConfig(num_train=64, num_sft=64))
     for problem in splits["val"] + splits["train"]:
-        total = problem.operands[0]
-        for (expr, result), op, value in zip(task.steps(problem), problem.ops, problem.operands[1:]):
-            assert expr == f"{total}{op}{value}" and evaluate(expr) == result
-            total = result
-        assert total == problem.answer >= 0
+        total = problem.operands[0]  # independent left-to-right evaluation
+        for op, value in zip(problem.ops, problem.operands[1:]):
+            total = total + value if op == "+" else total - value
+        ((expr, result),) = task.calls(problem)
+        assert f"Compute {expr}." == problem.question() and evaluate(expr) == result == total == problem.answer >= 0
 
 
 def test_chat_template_renders_tool_calls_and_tool_messages(tokenizer):
@@ -73,7 +69,7 @@ def test_chat_template_renders_tool_calls_and_tool_messages(tokenizer):
     # a call whose arguments are a JSON string renders the same text
     as_string = [dict(m) for m in messages]
     as_string[1] = {"role": "assistant", "content": "", "tool_calls": [
-        {"type": "function", "function": {"name": "calc", "arguments": '{"expr": "7+5"}'}}]}
+        {"type": "function", "function": {"name": "calc", "arguments": '{"expr": "7+5-9+3"}'}}]}
     assert tokenizer.apply_chat_template(as_string, tokenize=False) == GOLD_TOOL
 
 
@@ -84,20 +80,23 @@ def test_rows_route_to_the_tool_agent_loop(tmp_path):
     task.write_parquet([P], "val", str(path))
     row = pd.read_parquet(path).iloc[0]
     assert row["agent_name"] == "tool_agent" and row["data_source"] == "resrl_tiny_tools/arith"
-    assert row["reward_model"]["ground_truth"] == "6" and row["extra_info"]["num_tool_calls"] == 3
+    assert row["reward_model"]["ground_truth"] == "6" and row["extra_info"]["num_tool_calls"] == 1
 
 
 # ------------------------------------------------------------------------------------------------ the calculator
 
 
-@pytest.mark.parametrize("expr, value", [("7+5", 12), ("12-9", 3), (" 3 * 4 ", 12), ("8/2", 4), ("-3+1", -2)])
+@pytest.mark.parametrize("expr, value", [("7+5", 12), ("12-9", 3), (" 3 * 4 ", 12), ("8/2", 4), ("-3+1", -2),
+                                         ("7+5-9+3", 6), ("2+3*4", 20), ("8/2*3", 12), ("5--3", 8),
+                                         ("+".join("1" * 9), 9)])
 def test_calculator_values(expr, value):
+    """Left to right, as the task's chains (2+3*4 is 20, not 14); 8 operations at most."""
     assert evaluate(expr) == value
 
 
-@pytest.mark.parametrize("expr", ["8/3", "1/0", "1+2+3", "__import__('os').system('x')", "7", "2**99",
-                                  "1234567+1", "1" * 40, "7+5=12", None, 12, ["7+5"]])
-def test_calculator_refuses_anything_but_one_integer_operation(expr):
+@pytest.mark.parametrize("expr", ["8/3", "1/0", "6/2/0", "__import__('os').system('x')", "7", "2**99", "1+",
+                                  "+".join("1" * 10), "1234567+1", "1" * 40, "7+5=12", "(1+2)", None, 12, ["7+5"]])
+def test_calculator_refuses_anything_but_an_integer_chain(expr):
     with pytest.raises(CalcError):
         evaluate(expr)
 
@@ -159,8 +158,9 @@ def test_sft_example_is_the_rendered_transcript_with_loss_on_the_model_tokens_on
 class ScriptedServer:
     """verl's LLMServerClient contract, answering each turn with the gold transcript's next assistant turn."""
 
-    def __init__(self, tokenizer, problem):
-        self.tokenizer, self.turns, self.prompts = tokenizer, task.turns(problem, True), []
+    def __init__(self, tokenizer, problem, turns=None):
+        self.tokenizer, self.prompts = tokenizer, []
+        self.turns = turns if turns is not None else task.turns(problem, True)
 
     async def generate(self, request_id, *, prompt_ids, sampling_params, **kwargs):
         from verl.workers.rollout.replica import TokenOutput
@@ -171,7 +171,7 @@ class ScriptedServer:
         return TokenOutput(token_ids=ids, log_probs=[-0.25] * len(ids), extra_fields={"global_steps": 0})
 
 
-def run_tool_agent_loop(tokenizer, problem):
+def run_tool_agent_loop(tokenizer, problem, turns=None):
     """verl's ToolAgentLoop, configured by the recipe, with the real CalcTool and a scripted server."""
     from hydra import compose, initialize_config_module
     from verl.experimental.agent_loop.agent_loop import DictConfigWrap, ToolListWrap
@@ -184,7 +184,7 @@ def run_tool_agent_loop(tokenizer, problem):
 
     with initialize_config_module("verl_resrl.config", version_base=None):
         config = compose("resrl_trainer", overrides=["+recipe=resrl_tiny_tools"])
-    server = ScriptedServer(tokenizer, problem)
+    server = ScriptedServer(tokenizer, problem, turns)
 
     async def go():
         loop = ToolAgentLoop(trainer_config=DictConfigWrap(config), server_manager=server, tokenizer=tokenizer,
@@ -204,17 +204,30 @@ def test_verls_tool_agent_loop_produces_the_warm_start_layout(tokenizer):
     # response_mask 1 exactly on the model's tokens, 0 on every tool-output and boundary token
     assert out.response_mask == [int(lab != -100) for lab in labels[n_prompt:]]
     masked = tokenizer.decode([t for t, m in zip(out.response_ids, out.response_mask) if m == 0])
-    assert masked == "\n<|im_start|>tool\n12<|im_end|>\n<|im_start|>assistant\n" \
-                     "\n<|im_start|>tool\n3<|im_end|>\n<|im_start|>assistant\n" \
-                     "\n<|im_start|>tool\n6<|im_end|>\n<|im_start|>assistant\n"
+    assert masked == "\n<|im_start|>tool\n6<|im_end|>\n<|im_start|>assistant\n"
     # the server's log-probs on the model's tokens, 0.0 on the context tokens
     assert [lp for lp, m in zip(out.response_logprobs, out.response_mask)] == [
         -0.25 if m else 0.0 for m in out.response_mask]
-    assert out.num_turns == 8  # 4 assistant + 3 tool turns + 1, verl's count
-    assert out.extra_fields["calc_calls"] == 3 and out.extra_fields["calc_errors"] == 0
-    assert len(server.prompts) == 4 and server.prompts[-1] == ids[: len(server.prompts[-1])]
-    # the trainer hook counts the same three rounds from the mask alone
-    assert mask_runs(torch.tensor(out.response_mask)) == 3
+    assert out.num_turns == 4  # 2 assistant + 1 tool turn + 1, verl's count
+    assert out.extra_fields["calc_calls"] == 1 and out.extra_fields["calc_errors"] == 0
+    assert len(server.prompts) == 2 and server.prompts[-1] == ids[: len(server.prompts[-1])]
+    # the trainer hook counts the same round from the mask alone
+    assert mask_runs(torch.tensor(out.response_mask)) == 1
+
+
+def test_two_tool_rounds_keep_every_tool_output_masked(tokenizer):
+    """A rollout that calls twice (the model may split the chain): each round's context has mask 0, as the warm
+    start's layout writes it (``tool_turn_ids``), and the hook counts two rounds."""
+    script = [(task.tool_call_text("7+5"), "12"), (task.tool_call_text("12-9+3"), "6"), ("Answer: 6", None)]
+    out, server = run_tool_agent_loop(tokenizer, P, script)
+    expected, mask = [], []
+    for text, output in script:
+        own = tokenizer.encode(text, add_special_tokens=False) + [tokenizer.eos_token_id]
+        context = warmstart.tool_turn_ids(tokenizer, [output]) if output is not None else []
+        expected, mask = expected + own + context, mask + [1] * len(own) + [0] * len(context)
+    assert out.response_ids == expected and out.response_mask == mask
+    assert out.num_turns == 6 and out.extra_fields["calc_calls"] == 2 and len(server.prompts) == 3
+    assert mask_runs(torch.tensor(out.response_mask)) == 2
 
 
 def test_eval_rollout_loop_follows_the_tool_agent_loop(tokenizer, monkeypatch):
@@ -234,7 +247,7 @@ def test_eval_rollout_loop_follows_the_tool_agent_loop(tokenizer, monkeypatch):
     (result,) = warmstart.rollout(None, tokenizer, [P], do_sample=False, cfg=warmstart.ToolEvalConfig())
     out, _ = run_tool_agent_loop(tokenizer, P)
     assert result["response"] == tokenizer.decode(out.response_ids, skip_special_tokens=True)
-    assert (result["tool_calls"], result["assistant_turns"]) == (3, 4)
+    assert (result["tool_calls"], result["assistant_turns"]) == (1, 2)
     assert compute_score(task.DATA_SOURCE, result["response"], "6")["acc"] == 1.0
 
 
@@ -245,9 +258,9 @@ def test_reward_reads_the_models_last_answer_from_the_whole_multi_turn_response(
     ids, _ = warmstart.encode_example(tokenizer, P, use_tool=True)
     n_prompt = len(warmstart.prompt_ids(tokenizer, P))
     response = tokenizer.decode(ids[n_prompt:], skip_special_tokens=True)  # as verl's reward loop decodes it
-    assert "tool\n12\nassistant\n" in response
+    assert "tool\n6\nassistant\n" in response
     result = compute_score(task.DATA_SOURCE, response, "6")
-    assert (result["score"], result["acc"], result["tool_calls"], result["used_tool"]) == (1.0, 1.0, 3.0, 1.0)
+    assert (result["score"], result["acc"], result["tool_calls"], result["used_tool"]) == (1.0, 1.0, 1.0, 1.0)
     assert compute_score(task.DATA_SOURCE, response, "7")["score"] == -1.0
     direct = compute_score(task.DATA_SOURCE, "Answer: 6", "6")
     assert (direct["acc"], direct["used_tool"], direct["tool_calls"]) == (1.0, 0.0, 0.0)

@@ -1,8 +1,9 @@
 """The calculator behind ``CalcTool`` (tools.py), free of verl imports so the warm start and its evaluation use it
 without loading verl.
 
-ONE binary operation of two integers (``"12-9"``), parsed by a regular expression: no ``eval``, no Python grammar,
-bounded operand sizes and length, so a hostile expression can neither run code nor build a huge number.
+A chain of integer operations (``"7+5-9+3"``), evaluated left to right like the task's problems, parsed by a regular
+expression: no ``eval``, no Python grammar, bounded operand sizes, count and length, so a hostile expression can
+neither run code nor build a huge number.
 """
 
 from __future__ import annotations
@@ -14,23 +15,34 @@ from verl_resrl.tiny_tools.task import TOOL_ARG
 
 MAX_DIGITS = 6  # operands up to 999999: the task's numbers are below 40, the bound only limits hostile inputs
 MAX_EXPR_CHARS = 32
-_EXPR = re.compile(rf"\s*(-?\d{{1,{MAX_DIGITS}}})\s*([-+*/])\s*(-?\d{{1,{MAX_DIGITS}}})\s*")
+MAX_OPERATIONS = 8  # the task's chains have at most 3; the bound only limits hostile inputs
+_NUMBER = rf"-?\d{{1,{MAX_DIGITS}}}"
+_EXPR = re.compile(rf"\s*{_NUMBER}(\s*[-+*/]\s*{_NUMBER}){{1,{MAX_OPERATIONS}}}\s*")
+_STEP = re.compile(rf"\s*([-+*/])\s*({_NUMBER})")
 
 
 class CalcError(ValueError):
-    """The expression is not one integer operation the calculator accepts."""
+    """The expression is not an integer chain the calculator accepts."""
 
 
 def evaluate(expr: Any) -> int:
-    """The value of ``"a op b"`` (op one of ``+ - * /``, integers; ``/`` only when exact)."""
+    """The value of ``"a op b op c ..."`` left to right (op one of ``+ - * /``, integers; ``/`` only when exact)."""
     if not isinstance(expr, str):
         raise CalcError(f"expr must be a string, got {type(expr).__name__}")
     if len(expr) > MAX_EXPR_CHARS:
         raise CalcError(f"expr longer than {MAX_EXPR_CHARS} characters")
-    match = _EXPR.fullmatch(expr)
-    if match is None:
-        raise CalcError(f"expected one operation of two integers such as 7+5, got {expr!r}")
-    a, op, b = int(match.group(1)), match.group(2), int(match.group(3))
+    if _EXPR.fullmatch(expr) is None:
+        raise CalcError(f"expected integers joined by + - * / (at most {MAX_OPERATIONS} operations, left to right) "
+                        f"such as 7+5-9, got {expr!r}")
+    first = re.match(rf"\s*({_NUMBER})", expr)
+    total = int(first.group(1))
+    for op, text in _STEP.findall(expr, first.end()):
+        total = _apply(total, op, int(text))
+    return total
+
+
+def _apply(a: int, op: str, b: int) -> int:
+    """One operation; ``/`` only when exact."""
     if op == "+":
         return a + b
     if op == "-":

@@ -1,18 +1,15 @@
 """The tool task ``resrl_tiny_tools/arith``: the chains of ``verl_resrl.tiny.task`` computed with a calculator tool.
 
-The prompt is the tiny task's (``Compute 7+5-9+3.``). In the tool style the model computes one operation per turn
-with a Hermes tool call, reads the tool's result from the tool message, and ends with the DAPO answer line::
+The prompt is the tiny task's (``Compute 7+5-9+3.``). In the tool style the model sends the chain to the calculator
+in one Hermes tool call, reads the result from the tool message in its next turn, and ends with the DAPO answer
+line::
 
-    assistant: <tool_call>{"name": "calc", "arguments": {"expr": "7+5"}}</tool_call>
-    tool:      12
-    assistant: <tool_call>{"name": "calc", "arguments": {"expr": "12-9"}}</tool_call>
-    tool:      3
-    assistant: <tool_call>{"name": "calc", "arguments": {"expr": "3+3"}}</tool_call>
+    assistant: <tool_call>{"name": "calc", "arguments": {"expr": "7+5-9+3"}}</tool_call>
     tool:      6
     assistant: Answer: 6
 
 In the direct style it answers at once (``Answer: 6``). The warm start shows both styles (warmstart.py); the tool
-style is right far more often, because the model only copies numbers and the tool adds them, so RL has one shared
+style is right far more often, because the model only copies the chain and the result and the tool computes, so RL has one shared
 behaviour to select (as the worked style of the tiny task; docs/tiny_tools.md).
 
 The splits are the tiny task's (same generator and seed): no validation problem is ever trained on.
@@ -46,19 +43,21 @@ def tool_call_text(expr: str) -> str:
     return f"<tool_call>{tool_call_json(expr)}</tool_call>"
 
 
-def steps(problem: ArithProblem) -> list[tuple[str, int]]:
-    """Each operation of the chain as (``"a+b"`` with the running value as a, its result), left to right."""
-    out, left = [], problem.operands[0]
-    for op, value, total in zip(problem.ops, problem.operands[1:], problem.running_sums()):
-        out.append((f"{left}{op}{value}", total))
-        left = total
-    return out
+def calls(problem: ArithProblem) -> list[tuple[str, int]]:
+    """The tool style's calls as (expression, result): ONE call with the whole chain, copied from the prompt.
+
+    One call per operation was tried first: the tiny model then has to find the next operand in the prompt ~60 tokens
+    back after each call's JSON, and after 500 warm-start steps it copied nearly every operand wrong (tool-style
+    samples right 3.6% of the time, below the direct style's 7.6%; docs/tiny_tools.md). Copying one contiguous span
+    is what a small transformer learns quickly, and the answer is then the tool message just before it.
+    """
+    return [(problem.expression, problem.answer)]
 
 
 def turns(problem: ArithProblem, use_tool: bool) -> list[tuple[str, str | None]]:
     """The gold transcript as (assistant text, tool output or None for the last turn) pairs."""
-    calls = [(tool_call_text(expr), str(result)) for expr, result in steps(problem)] if use_tool else []
-    return calls + [(problem.direct_solution(), None)]
+    made = [(tool_call_text(expr), str(result)) for expr, result in calls(problem)] if use_tool else []
+    return made + [(problem.direct_solution(), None)]
 
 
 def transcript_messages(problem: ArithProblem, use_tool: bool) -> list[dict]:
@@ -110,7 +109,7 @@ def verl_record(problem: ArithProblem, split: str, index: int) -> dict:
             "index": index,
             "expression": problem.expression,
             "num_terms": len(problem.operands),
-            "num_tool_calls": len(problem.ops),  # of the gold tool-style transcript
+            "num_tool_calls": len(calls(problem)),  # of the gold tool-style transcript
         },
     }
 
