@@ -387,6 +387,17 @@ def run_episode(payload: dict, model: dict, gold: dict) -> dict:
     return {"reason": "correct", "detail": "state and results match after every turn", "turn": None}
 
 
+def run_calls(payload: dict, instances: dict) -> dict:
+    """The agent loop's mode (``payload["execute"]``: every call of the rollout so far, flat): the calls in order on
+    one set of instances, an unknown function or unbound arguments an error result (as BFCL records them); the
+    results of the calls from ``payload["new"]`` on, each over ``2 * keep`` characters cut to its first and last
+    ``keep`` (verl's truncation of tool output, under ``keep``, then shows the true head and tail)."""
+    allowed, keep = None if payload["allowed"] is None else set(payload["allowed"]), payload["keep"]
+    _, results = _execute(_methods(instances, allowed), payload["execute"], strict=False)
+    results = [r if len(r) <= 2 * keep else r[:keep] + r[-keep:] for r in results[payload["new"]:]]
+    return {"reason": "executed", "detail": "", "results": results}
+
+
 def _sandbox_main() -> None:
     """Sandbox side: read the payload from stdin, run the episode, print one verdict line."""
     verdict_out, sys.stdout = sys.stdout, sys.stderr  # a backend's prints must not mix with the verdict
@@ -398,7 +409,7 @@ def _sandbox_main() -> None:
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
         verdict = {"reason": "setup_error", "detail": f"{type(exc).__name__}: {exc}"}
     else:
-        verdict = run_episode(payload, model, gold)
+        verdict = run_calls(payload, model) if "execute" in payload else run_episode(payload, model, gold)
     verdict["detail"] = verdict["detail"][:500]  # a TypeError can quote a huge argument name
     verdict_out.write(_MARK + json.dumps(verdict) + "\n")
     verdict_out.flush()
