@@ -6,12 +6,19 @@ Public API (the pool kind ``function_call_multi_turn`` and the reward manager ca
         -> {"score": float, "answer": str | None, "reason": str}
     check(...) -> Verdict            # the same, with the rule that decided and the turn
     split_turns(response, user_turns) -> [text per turn]
+    run_calls(payload, instances) -> {"reason": "executed", "results": [...]}   # sandbox side, the agent loop's mode
 
 ``responses``: the model's text of each user turn (all its steps), read with the single-turn call parser.
 ``ground_truth``: one list of ``{function: {param: value}}`` per turn. Per turn the model's calls run on one set of
 backend instances, the gold calls on another (both loaded with ``initial_config``); then every instance's public
 attributes must be equal (state check) and every gold result must be among the model's results so far (response
 check). Reasons: ``correct``, ``wrong``, ``no_answer``, ``parse_error``, ``timeout``. See docs/bfcl_multi_turn.md.
+
+``run_calls`` is the sandbox program's execute mode (a payload with ``execute``: every call of a rollout so far, flat,
+and ``new``: where this message's calls start), used by the agent loop ``resrl_bfcl_multi_turn``
+(``verl_resrl/data/bfcl_agent_loop.py``) to play an episode by replay: the calls run in order on one set of instances
+with the same call rules and result text as the check, an unknown function or unbound arguments an error result, and
+the new calls' results come back (over ``2 * keep`` characters cut to their first and last ``keep``).
 
 The backends are BFCL's own classes from the pinned wheel, extracted into a cache folder
 (``verl_resrl.data.bfcl_multi_turn.extract_backends``). They run in the sandbox (``rewards/sandbox.py``), which runs

@@ -90,9 +90,10 @@ def test_paper_recipe_validates_with_reference_batch_arithmetic(recipe, data_dir
 
 
 @pytest.mark.e2e
-# resrl_bfcl / grpo_bfcl need prepared BFCL data: their dry runs, with data, are in test_recipes_bfcl.py
+# the BFCL recipes need prepared BFCL data: their dry runs, with data, are in test_recipes_bfcl.py
 @pytest.mark.parametrize("recipe", [r for r in _recipe_names() if r not in PAPER_RECIPES
-                                    and r not in ("resrl_bfcl", "grpo_bfcl")])
+                                    and r not in ("resrl_bfcl", "grpo_bfcl", "resrl_bfcl_multi_turn",
+                                                  "grpo_bfcl_multi_turn")])
 def test_other_recipes_dry_run_through_the_launcher(recipe, tmp_path):
     """Recipes owned elsewhere (resrl_tiny: the launcher builds its assets first) pass the same dry run."""
     proc, ray_files = _cli([f"+recipe={recipe}", f"trainer.default_local_dir={tmp_path}", "trainer.dry_run=true"],
