@@ -15,17 +15,14 @@ build of ours).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
+from .cached_build import BuildDir, ensure_built
 from .model import TinyModelConfig
 from .task import DATA_SOURCE, ArithTaskConfig
 from .warmstart import EvalConfig, WarmStartConfig
@@ -40,6 +37,10 @@ BUILD_FORMAT = 3  # bump when the build code changes what a given set of setting
 
 class TinyAssetsError(RuntimeError):
     """The data directory holds something this builder will not overwrite or cannot use."""
+
+
+BUILD_DIR = BuildDir(builder=BUILDER, marker=MARKER, lock=LOCK, tmp_prefix=TMP_PREFIX, entries=BUILT_ENTRIES,
+                     label="tiny-task", error=TinyAssetsError)
 
 
 @dataclass(frozen=True)
@@ -79,18 +80,9 @@ def ensure_tiny_assets(
 ) -> TinyAssets:
     """Return the assets under ``data_dir``, building them first if they are missing (or ``rebuild`` is set)."""
     settings = settings or TinyBuildSettings()
-    data_dir = os.path.abspath(os.path.expanduser(data_dir))
-    if os.path.isdir(data_dir) and not os.path.exists(os.path.join(data_dir, MARKER)):
-        _refuse_foreign_files(data_dir)  # before the lock file: add nothing to a directory that is not ours
-    os.makedirs(data_dir, exist_ok=True)
-    with _locked(data_dir):
-        marker = _read_marker(data_dir)
-        if marker is None:
-            _refuse_foreign_files(data_dir)
-        elif not rebuild:
-            return _cached_assets(data_dir, marker, settings)
-        _remove_own_build(data_dir, marker)
-        return _build(data_dir, settings)
+    data_dir, facts = ensure_built(data_dir, BUILD_DIR, settings.digest(), settings.as_dict(),
+                                   lambda staging: build_into(staging, settings), rebuild=rebuild)
+    return _assets(data_dir, facts)
 
 
 def _assets(data_dir: str, facts: dict) -> TinyAssets:
@@ -101,100 +93,6 @@ def _assets(data_dir: str, facts: dict) -> TinyAssets:
         val_parquet=os.path.join(data_dir, "val.parquet"),
         facts=facts,
     )
-
-
-@contextlib.contextmanager
-def _locked(data_dir: str):
-    """Hold an exclusive flock on the directory's lock file, so two processes never build into it at once."""
-    with open(os.path.join(data_dir, LOCK), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _read_marker(data_dir: str) -> dict | None:
-    path = os.path.join(data_dir, MARKER)
-    if not os.path.exists(path):
-        return None
-    try:
-        with open(path, encoding="utf-8") as fh:
-            marker = json.load(fh)
-    except (OSError, ValueError) as err:
-        raise TinyAssetsError(f"{path}: unreadable build marker ({err}); remove the directory or the file") from err
-    if not isinstance(marker, dict) or marker.get("builder") != BUILDER:
-        raise TinyAssetsError(f"{path}: not a marker written by {BUILDER}; refusing to use or overwrite {data_dir}")
-    return marker
-
-
-def _refuse_foreign_files(data_dir: str) -> None:
-    """Without a marker the directory must be empty (apart from our lock and stale staging folders)."""
-    foreign = sorted(e for e in os.listdir(data_dir) if e != LOCK and not e.startswith(TMP_PREFIX))
-    if foreign:
-        raise TinyAssetsError(
-            f"{data_dir} holds files the tiny-task builder did not make ({', '.join(foreign[:5])}"
-            f"{', ...' if len(foreign) > 5 else ''}); refusing to build over them. Choose an empty or new directory."
-        )
-
-
-def _cached_assets(data_dir: str, marker: dict, settings: TinyBuildSettings) -> TinyAssets:
-    """The existing build, if it was made with ``settings`` and is complete; otherwise a clear error."""
-    if marker.get("settings_hash") != settings.digest():
-        raise TinyAssetsError(
-            f"{data_dir} holds a tiny-task build with other settings (hash {marker.get('settings_hash')}, wanted "
-            f"{settings.digest()}); pass rebuild=True (CLI: --rebuild) to replace it, or use another directory"
-        )
-    missing = [e for e in BUILT_ENTRIES if not os.path.exists(os.path.join(data_dir, e))]
-    if missing:
-        raise TinyAssetsError(
-            f"{data_dir}: the build is incomplete, missing {', '.join(missing)}; pass rebuild=True (CLI: --rebuild)"
-        )
-    return _assets(data_dir, marker["facts"])
-
-
-def _remove_own_build(data_dir: str, marker: dict | None) -> None:
-    """Delete the entries a marker of ours lists, the marker itself, and stale staging folders of ours."""
-    for entry in os.listdir(data_dir):
-        if entry.startswith(TMP_PREFIX):
-            shutil.rmtree(os.path.join(data_dir, entry), ignore_errors=True)
-    if marker is None:
-        return
-    unknown = [e for e in marker.get("files", []) if e not in BUILT_ENTRIES]
-    if unknown:
-        raise TinyAssetsError(f"{data_dir}/{MARKER} lists {unknown}, which this builder never writes; not removing")
-    for entry in marker.get("files", []):
-        path = os.path.join(data_dir, entry)
-        if os.path.exists(path):
-            # rename first (atomic), so an interrupted removal leaves the entry whole or absent, never half-deleted
-            doomed = tempfile.mkdtemp(prefix=TMP_PREFIX, dir=data_dir)
-            os.replace(path, os.path.join(doomed, entry))
-            shutil.rmtree(doomed)
-    # last: until now an interrupted removal leaves our marker, so the next call still knows the files were ours
-    os.remove(os.path.join(data_dir, MARKER))
-
-
-def _build(data_dir: str, settings: TinyBuildSettings) -> TinyAssets:
-    """Build into a staging folder inside ``data_dir``, move the entries into place, then write the marker."""
-    staging = tempfile.mkdtemp(prefix=TMP_PREFIX, dir=data_dir)
-    try:
-        facts = build_into(staging, settings)
-        for entry in BUILT_ENTRIES:
-            os.replace(os.path.join(staging, entry), os.path.join(data_dir, entry))
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    marker = {
-        "builder": BUILDER,
-        "settings_hash": settings.digest(),
-        "settings": settings.as_dict(),
-        "files": list(BUILT_ENTRIES),
-        "facts": facts,
-    }
-    tmp_marker = os.path.join(data_dir, MARKER + ".tmp")
-    with open(tmp_marker, "w", encoding="utf-8") as fh:
-        json.dump(marker, fh, indent=2, sort_keys=True)
-    os.replace(tmp_marker, os.path.join(data_dir, MARKER))
-    return _assets(data_dir, facts)
 
 
 def build_into(out_dir: str, settings: TinyBuildSettings) -> dict:

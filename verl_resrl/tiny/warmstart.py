@@ -147,6 +147,15 @@ def train(
     if not problems:
         raise ValueError("warm start needs at least one SFT problem (ArithTaskConfig.num_sft is 0)")
     examples = sft_examples(tokenizer, problems, cfg)
+    return sft_loop(model, lambda rng: rng.sample(examples, min(cfg.batch_size, len(examples))),
+                    tokenizer.pad_token_id, cfg, log)
+
+
+def sft_loop(model, draw: Callable[[random.Random], list[tuple[list[int], list[int]]]], pad_id: int,
+             cfg: WarmStartConfig, log: Callable[[str], None] | None = None) -> dict:
+    """``cfg.steps`` AdamW steps (warm-up + cosine rate, clipped) on the batches ``draw(rng)`` returns; loss facts.
+
+    Shared by the tiny task's and the tiny tool task's warm starts; ``rng`` is seeded with ``cfg.seed``."""
     rng = random.Random(cfg.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, cfg))
@@ -154,8 +163,7 @@ def train(
     losses, start = [], time.perf_counter()
     with _threads(cfg.num_threads):
         for step in range(cfg.steps):
-            batch = collate(rng.sample(examples, min(cfg.batch_size, len(examples))), tokenizer.pad_token_id)
-            loss = model(**batch).loss
+            loss = model(**collate(draw(rng), pad_id)).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

@@ -14,18 +14,15 @@ replaces only a build of ours).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
 from verl_resrl.tiny.build import _cpu_summary
+from verl_resrl.tiny.cached_build import BuildDir, ensure_built
 from verl_resrl.tiny.model import TinyModelConfig
 from verl_resrl.tiny.task import ArithTaskConfig
 from verl_resrl.tiny_tools.task import DATA_SOURCE
@@ -42,6 +39,10 @@ TOOL_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tools.ya
 
 class TinyToolsAssetsError(RuntimeError):
     """The data directory holds something this builder will not overwrite or cannot use."""
+
+
+BUILD_DIR = BuildDir(builder=BUILDER, marker=MARKER, lock=LOCK, tmp_prefix=TMP_PREFIX, entries=BUILT_ENTRIES,
+                     label="tiny-tools", error=TinyToolsAssetsError)
 
 
 @dataclass(frozen=True)
@@ -88,97 +89,8 @@ def ensure_tiny_tools_assets(data_dir: str, *, rebuild: bool = False,
                              settings: TinyToolsBuildSettings | None = None) -> TinyToolsAssets:
     """The assets under ``data_dir``, built first if missing (or ``rebuild``)."""
     settings = settings or TinyToolsBuildSettings()
-    data_dir = os.path.abspath(os.path.expanduser(data_dir))
-    if os.path.isdir(data_dir) and not os.path.exists(os.path.join(data_dir, MARKER)):
-        _refuse_foreign_files(data_dir)  # before the lock file: add nothing to a directory that is not ours
-    os.makedirs(data_dir, exist_ok=True)
-    with _locked(data_dir):
-        marker = _read_marker(data_dir)
-        if marker is None:
-            _refuse_foreign_files(data_dir)
-        elif not rebuild:
-            return _cached(data_dir, marker, settings)
-        _remove_own_build(data_dir, marker)
-        return _build(data_dir, settings)
-
-
-@contextlib.contextmanager
-def _locked(data_dir: str):
-    """An exclusive flock on the directory's lock file: two processes never build into it at once."""
-    with open(os.path.join(data_dir, LOCK), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _read_marker(data_dir: str) -> dict | None:
-    """Our marker, None without one, an error for an unreadable or foreign one."""
-    path = os.path.join(data_dir, MARKER)
-    if not os.path.exists(path):
-        return None
-    try:
-        with open(path, encoding="utf-8") as fh:
-            marker = json.load(fh)
-    except (OSError, ValueError) as err:
-        raise TinyToolsAssetsError(f"{path}: unreadable build marker ({err}); remove it or the directory") from err
-    if not isinstance(marker, dict) or marker.get("builder") != BUILDER:
-        raise TinyToolsAssetsError(f"{path}: not a marker written by {BUILDER}; refusing to use or overwrite it")
-    return marker
-
-
-def _refuse_foreign_files(data_dir: str) -> None:
-    """Without a marker the directory must be empty (apart from our lock and stale staging folders)."""
-    foreign = sorted(e for e in os.listdir(data_dir) if e != LOCK and not e.startswith(TMP_PREFIX))
-    if foreign:
-        raise TinyToolsAssetsError(f"{data_dir} holds files the tiny-tools builder did not make "
-                                   f"({', '.join(foreign[:5])}); refusing to build over them")
-
-
-def _cached(data_dir: str, marker: dict, settings: TinyToolsBuildSettings) -> TinyToolsAssets:
-    """The existing build if it has ``settings`` and is complete, else a clear error."""
-    if marker.get("settings_hash") != settings.digest():
-        raise TinyToolsAssetsError(f"{data_dir} holds a tiny-tools build with other settings (hash "
-                                   f"{marker.get('settings_hash')}, wanted {settings.digest()}); pass rebuild=True "
-                                   "(CLI: --rebuild) or use another directory")
-    missing = [e for e in BUILT_ENTRIES if not os.path.exists(os.path.join(data_dir, e))]
-    if missing:
-        raise TinyToolsAssetsError(f"{data_dir}: the build is incomplete, missing {', '.join(missing)}; rebuild it")
-    return _assets(data_dir, marker["facts"])
-
-
-def _remove_own_build(data_dir: str, marker: dict | None) -> None:
-    """Delete stale staging folders of ours and the entries our marker lists, the marker last."""
-    for entry in os.listdir(data_dir):
-        if entry.startswith(TMP_PREFIX):
-            shutil.rmtree(os.path.join(data_dir, entry), ignore_errors=True)
-    if marker is None:
-        return
-    for entry in [e for e in marker.get("files", []) if e in BUILT_ENTRIES]:
-        path = os.path.join(data_dir, entry)
-        if os.path.exists(path):  # rename first: an interrupted removal leaves the entry whole or absent
-            doomed = tempfile.mkdtemp(prefix=TMP_PREFIX, dir=data_dir)
-            os.replace(path, os.path.join(doomed, entry))
-            shutil.rmtree(doomed)
-    os.remove(os.path.join(data_dir, MARKER))
-
-
-def _build(data_dir: str, settings: TinyToolsBuildSettings) -> TinyToolsAssets:
-    """Build into a staging folder, move the entries into place, then write the marker."""
-    staging = tempfile.mkdtemp(prefix=TMP_PREFIX, dir=data_dir)
-    try:
-        facts = build_into(staging, settings)
-        for entry in BUILT_ENTRIES:
-            os.replace(os.path.join(staging, entry), os.path.join(data_dir, entry))
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    marker = {"builder": BUILDER, "settings_hash": settings.digest(), "settings": settings.as_dict(),
-              "files": list(BUILT_ENTRIES), "facts": facts}
-    tmp = os.path.join(data_dir, MARKER + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(marker, fh, indent=2, sort_keys=True)
-    os.replace(tmp, os.path.join(data_dir, MARKER))
+    data_dir, facts = ensure_built(data_dir, BUILD_DIR, settings.digest(), settings.as_dict(),
+                                   lambda staging: build_into(staging, settings), rebuild=rebuild)
     return _assets(data_dir, facts)
 
 

@@ -14,13 +14,12 @@ it uses the tool; the choice is drawn from its own seeded stream, as in the tiny
 from __future__ import annotations
 
 import random
-import time
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
-from verl_resrl.tiny.warmstart import IGNORE_INDEX, LOG_EVERY, WarmStartConfig, _lr_factor, _threads, collate
+from verl_resrl.tiny.warmstart import IGNORE_INDEX, WarmStartConfig, _threads, sft_loop
 from verl_resrl.tiny_tools.task import TOOL_NAME, ArithProblem, parse_tool_calls, prompt_messages, turns
 from verl_resrl.tiny_tools.calculator import calc_response
 
@@ -33,9 +32,9 @@ class ToolEvalConfig:
 
     temperature: float = 1.0  # the recipe's rollout temperature
     samples_per_prompt: int = 4
-    response_length: int = 320  # the recipe's data.max_response_length: all turns together, tool output included
+    response_length: int = 224  # the recipe's data.max_response_length: all turns together, tool output included
     max_turn_tokens: int = 96  # new tokens per turn (a call is ~72); bounds the time of a turn that never stops
-    max_assistant_turns: int = 5  # the recipe's multi_turn.max_assistant_turns
+    max_assistant_turns: int = 3  # the recipe's multi_turn.max_assistant_turns
     batch_size: int = 128
     seed: int = 0
     num_threads: int = 2
@@ -98,31 +97,14 @@ def train(model, tokenizer, problems: list[ArithProblem], cfg: WarmStartConfig,
         raise ValueError("warm start needs at least one SFT problem")
     buckets = sft_buckets(tokenizer, problems, cfg)
     keys, sizes = list(buckets), [len(v) for v in buckets.values()]
-    rng = random.Random(cfg.seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, cfg))
-    model.train()
-    losses, start = [], time.perf_counter()
-    with _threads(cfg.num_threads):
-        for step in range(cfg.steps):
-            pool = buckets[rng.choices(keys, weights=sizes)[0]]
-            batch = collate([ex for _, ex in rng.sample(pool, min(cfg.batch_size, len(pool)))], tokenizer.pad_token_id)
-            loss = model(**batch).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
-            if log is not None and ((step + 1) % LOG_EVERY == 0 or step + 1 == cfg.steps):
-                log(f"warm start step {step + 1}/{cfg.steps}: loss {loss.item():.3f}, "
-                    f"{time.perf_counter() - start:.0f} s")
-    model.eval()
-    tail = losses[-20:] or [float("nan")]
-    return {"sft_steps": cfg.steps, "sft_seconds": time.perf_counter() - start,
-            "sft_final_loss": sum(tail) / len(tail),
-            "sft_examples_by_style": {"tool": sum(t for v in buckets.values() for t, _ in v),
-                                      "direct": sum(not t for v in buckets.values() for t, _ in v)}}
+
+    def draw(rng: random.Random) -> list:
+        pool = buckets[rng.choices(keys, weights=sizes)[0]]
+        return [example for _, example in rng.sample(pool, min(cfg.batch_size, len(pool)))]
+
+    facts = sft_loop(model, draw, tokenizer.pad_token_id, cfg, log)
+    styles = [use_tool for pool in buckets.values() for use_tool, _ in pool]
+    return {**facts, "sft_examples_by_style": {"tool": sum(styles), "direct": len(styles) - sum(styles)}}
 
 
 def _tool_outputs(text: str) -> list[str]:
