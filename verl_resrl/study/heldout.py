@@ -2,12 +2,14 @@
 
 * ``heldout.parquet`` (data source ``resrl_tiny/arith``): a fixed subset of the tiny task's val split, problems with
   at least ``min_terms`` operands, the first ``num_prompts`` in val order (a seeded random draw). In distribution:
-  the warm start's Pass@1 is ~24%, but its Pass@64 is saturated (every prompt solved at least 4 times in 64).
+  the warm start's Pass@1 is ~24-32% (by CPU kind), but its Pass@64 is saturated (every prompt solved at least 4
+  times in 64).
 * ``heldout_long.parquet`` (data source ``resrl_tiny/arith_long``): ``long_prompts`` distinct problems with exactly
   ``long_terms`` operands (5 by default), drawn by the task's own generator from a stream seeded with ``long_seed``.
   Training and the warm start see 2-4 operands only (checked against the train split), so these are both unseen and
-  one step longer: the warm start's Pass@1 is 3.4% and its Pass@64 21.9% (64 prompts), so the far end of the
-  Pass@k curve has room in both directions (docs/evaluation.md, "Choosing the held-out sets").
+  one step longer: the warm start's Pass@1 is 3.4-5.5% and its Pass@64 22-58% (64 prompts; the build differs by
+  CPU kind), so the far end of the Pass@k curve has room in both directions (docs/evaluation.md, "Choosing the
+  held-out sets").
 """
 
 from __future__ import annotations
