@@ -197,9 +197,10 @@ FAULT_SEPARATION = 10.0
 """The noise bound must stay this many times below the reference's grouping fault measured on the same groups
 (``split_fault_weight_diff``); a bound closer to it would no longer tell float noise from that fault: the test fails.
 
-Was a fixed cap of 1e-3. At the default rank 64 CI's machine derived 1.5e-3 (movement 1.8e-6), and this project's
-AVX-512 machine with CI's settings 5.7e-3 (movement 2.3e-6) against a measured fault of 0.90 (= 1 - xi: halves left
-unmixed): a separation of 158, so the fixed cap failed runs that told noise and fault apart by two orders."""
+Was a fixed cap of 1e-3. At the default rank 64 CI's machine derived 1.5e-3 (movement 1.8e-6), and a 2-core AMD
+EPYC (AVX-512, AVX512_BF16) with CI's settings 5.7e-3 (movement 2.3e-6) against a measured fault of 0.90 (= 1 - xi:
+halves left unmixed): a separation of 158, so the fixed cap failed runs that told noise and fault apart by two
+orders."""
 REPLAY_TOLERANCE = 1e-6
 """Workers' weights vs the driver's weights from the same states (same code, both float32 on CPU)."""
 
