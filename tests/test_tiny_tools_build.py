@@ -34,7 +34,7 @@ def test_layout_marker_and_facts(built):
     facts = built.facts
     assert (facts["num_val"], facts["num_train"], facts["data_source"]) == (4, 8, "resrl_tiny_tools/arith")
     assert 0.0 <= facts["greedy_accuracy"] <= 1.0 and facts["sft_steps"] == 3
-    assert facts["max_response_tokens"] <= 320  # the recipe's data.max_response_length covers the gold transcripts
+    assert facts["max_response_tokens"] <= 224  # the recipe's data.max_response_length covers the gold transcripts
     assert os.path.isfile(built.tool_config) and built.tool_config.endswith("tools.yaml")
 
 

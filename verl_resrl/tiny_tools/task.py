@@ -9,8 +9,8 @@ line::
     assistant: Answer: 6
 
 In the direct style it answers at once (``Answer: 6``). The warm start shows both styles (warmstart.py); the tool
-style is right far more often, because the model only copies the chain and the result and the tool computes, so RL has one shared
-behaviour to select (as the worked style of the tiny task; docs/tiny_tools.md).
+style is right far more often, because the model only copies the chain and the result and the tool computes, so RL
+has one shared behaviour to select (as the worked style of the tiny task; docs/tiny_tools.md).
 
 The splits are the tiny task's (same generator and seed): no validation problem is ever trained on.
 """
