@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 from verl_resrl.data import bfcl
 from verl_resrl.data import bfcl_multi_turn as data
 from verl_resrl.rewards import function_call_multi_turn as mt
+from bfcl_backends import fresh_instances
 
 IM_END, GEN = "<|im_end|>", "<|im_start|>assistant\n"
 # Qwen's layout, shortened, for the byte-level tiny tokenizer: tools first in a system turn; a tool message is a user
@@ -108,13 +109,7 @@ def backends(wheel, tmp_path_factory):
 
 def direct_results(backends, row, calls) -> list[str]:
     """The calls run in order, directly, on fresh instances of the row's classes; results as BFCL renders them."""
-    config = json.loads(row["extra_info"]["initial_config"])
-    instances = []
-    for name in json.loads(row["extra_info"]["involved_classes"]):
-        instance = backends[name]()
-        if hasattr(instance, "_load_scenario"):
-            instance._load_scenario(copy.deepcopy(config.get(name, {})), long_context=False)
-        instances.append(instance)
+    instances = fresh_instances(backends, row)
     out = []
     for call in calls:
         ((name, args),) = call.items()

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from hydra import compose, initialize_config_module
+from bfcl_backends import fresh_instances
 from omegaconf import OmegaConf
 from test_eval_bfcl import tools_tokenizer
 
@@ -91,13 +92,18 @@ def test_resrl_bfcl_keeps_the_paper_setting_and_states_ours(tmp_path):
     assert (c["trainer"]["total_epochs"], c["trainer"]["total_training_steps"]) == (10, None)
 
 
-def test_grpo_bfcl_differs_from_resrl_bfcl_by_the_estimator_only(tmp_path):
+@pytest.mark.parametrize("recipes, experiment_names", [
+    (("resrl_bfcl", "grpo_bfcl"), ("resrl_bfcl_qwen3_4b", "grpo_bfcl_qwen3_4b")),
+    (("resrl_bfcl_multi_turn", "grpo_bfcl_multi_turn"), ("resrl_bfcl_multi_turn_qwen3_4b",
+                                                         "grpo_bfcl_multi_turn_qwen3_4b")),
+])
+def test_grpo_recipe_differs_from_its_resrl_recipe_by_the_estimator_only(tmp_path, recipes, experiment_names):
     # unresolved: the keys interpolating trainer.experiment_name (checkpoint folder, trace name) follow it
     resrl, grpo = (OmegaConf.to_container(compose_recipe(r, f"data.data_dir={tmp_path}"), resolve=False)
-                   for r in ("resrl_bfcl", "grpo_bfcl"))
+                   for r in recipes)
     assert (resrl["algorithm"].pop("adv_estimator"), grpo["algorithm"].pop("adv_estimator")) == ("resrl", "grpo")
-    assert (resrl["trainer"].pop("experiment_name"), grpo["trainer"].pop("experiment_name")) == (
-        "resrl_bfcl_qwen3_4b", "grpo_bfcl_qwen3_4b")  # separate checkpoint folders
+    assert (resrl["trainer"].pop("experiment_name"), grpo["trainer"].pop("experiment_name")) == experiment_names
+    # separate checkpoint folders
     assert resrl == grpo
 
 
@@ -307,13 +313,6 @@ def test_resrl_bfcl_multi_turn_keeps_the_paper_setting_and_states_ours(tmp_path)
     assert c["trainer"]["experiment_name"] == "resrl_bfcl_multi_turn_qwen3_4b"
 
 
-def test_grpo_bfcl_multi_turn_differs_from_resrl_bfcl_multi_turn_by_the_estimator_only(tmp_path):
-    resrl, grpo = (OmegaConf.to_container(compose_recipe(r, f"data.data_dir={tmp_path}"), resolve=False)
-                   for r in MT_RECIPES)
-    assert (resrl["algorithm"].pop("adv_estimator"), grpo["algorithm"].pop("adv_estimator")) == ("resrl", "grpo")
-    assert (resrl["trainer"].pop("experiment_name"), grpo["trainer"].pop("experiment_name")) == (
-        "resrl_bfcl_multi_turn_qwen3_4b", "grpo_bfcl_multi_turn_qwen3_4b")  # separate checkpoint folders
-    assert resrl == grpo
 
 
 def test_multi_turn_dry_run_on_data_prepared_from_the_wheel(multi_turn_dir):
@@ -393,16 +392,9 @@ def bfcl_backends(tmp_path_factory):
 def gold_outputs(backends, row) -> list[str]:
     """The row's gold calls run in order, directly, on fresh instances of its classes; results as BFCL renders them."""
     import contextlib
-    import copy
     import io
 
-    config = json.loads(row["extra_info"]["initial_config"])
-    instances = []
-    for name in json.loads(row["extra_info"]["involved_classes"]):
-        instance = backends[name]()
-        if hasattr(instance, "_load_scenario"):
-            instance._load_scenario(copy.deepcopy(config.get(name, {})), long_context=False)
-        instances.append(instance)
+    instances = fresh_instances(backends, row)
     out = []
     for turn in json.loads(row["reward_model"]["ground_truth"]):
         for call in turn:
