@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from verl_resrl.agents.env_adapter import Reset, StepResult, clamp01, kill_wheel_env
+from verl_resrl.agents.env_adapter import Reset, StepResult, clamp01, kill_wheel_env, tie_to_owner
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +83,7 @@ class SciWorldAdapter:
         from scienceworld import ScienceWorldEnv
 
         self._env = ScienceWorldEnv("", envStepLimit=10**9)  # our turn budget ends episodes, not ScienceWorld's
+        tie_to_owner(self.pid)  # the JVM dies with this process, even when it is SIGKILLed (env_adapter)
 
     @property
     def pid(self) -> int:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from verl_resrl.agents.env_adapter import Reset, StepResult, clamp01, kill_wheel_env
+from verl_resrl.agents.env_adapter import Reset, StepResult, clamp01, kill_wheel_env, tie_to_owner
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +95,7 @@ class TwxAdapter:
         from textworld_express import TextWorldExpressEnv
 
         self._env = TextWorldExpressEnv(envStepLimit=10**9)  # our turn budget ends episodes, not TWX's
+        tie_to_owner(self.pid)  # the JVM dies with this process, even when it is SIGKILLed (env_adapter)
         self._loaded: tuple[str, str] | None = None  # (game, params) the JVM has loaded: reloading costs a game build
 
     @property
