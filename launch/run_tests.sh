@@ -7,35 +7,54 @@
 # and everything else (`-m "not e2e and not serial"`), which fits in the gaps. Its output is printed after the
 # end-to-end part's; the command fails if either fails or runs no test. Any -m, -k, file or test id of yours runs
 # one plain pytest instead, as does --basetemp (VERL_RESRL_TEST_SPLIT=0 forces that too).
+#
+# `--fast` (first argument) runs the fast tier instead: every test that starts no trainer run (`-m "not e2e and not
+# serial"`), as two halves side by side (`--shard 0/2` and `1/2`: whole test files, balanced by the measured times in
+# tests/durations.json; tests/conftest.py). It leaves out the end-to-end runs and the machine-wide cleanup check.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/launch/setup_env.sh"
 venv="${VERL_RESRL_VENV:-$root/.venv}"
 cd "$root"
+first="fast tier, shard 1 of 2 (--shard 0/2)"
+second="fast tier, shard 2 of 2 (--shard 1/2)"
+fast=""
+if [ "${1:-}" = --fast ]; then
+  shift
+  fast=1
+  bg_args=(-m "not e2e and not serial" --shard 0/2)
+  fg_args=(-m "not e2e and not serial" --shard 1/2)
+else
+  first='the tests that start no trainer run (-m "not e2e and not serial"), run beside the end-to-end runs'
+  second="end-to-end part"
+  bg_args=(-m "not e2e and not serial")
+  fg_args=(-m "e2e or serial")
+fi
 split="${VERL_RESRL_TEST_SPLIT:-1}"
 for arg in "$@"; do
   # --basetemp: both processes would clear and share the one folder
   case "$arg" in -m|-m*|-k|-k*|--lf|--last-failed|--basetemp|--basetemp=*|tests*|*.py|*::*) split=0 ;; esac
 done
 if [ "$split" != 1 ]; then
+  if [ -n "$fast" ]; then exec "$venv/bin/python" -m pytest -m "not e2e and not serial" "$@"; fi
   exec "$venv/bin/python" -m pytest "$@"
 fi
 
 log="$(mktemp "${TMPDIR:-/tmp}/resrl_unit_tests.XXXXXX")"
 # its own session, so that an interrupt or a failure here takes its whole process group with it
-setsid "$venv/bin/python" -m pytest -m "not e2e and not serial" "$@" >"$log" 2>&1 &
+setsid "$venv/bin/python" -m pytest "${bg_args[@]}" "$@" >"$log" 2>&1 &
 unit_pid=$!
 trap 'kill -- -"$unit_pid" 2>/dev/null || true; rm -f "$log"' EXIT
 trap 'exit 130' INT TERM
 set +e
-"$venv/bin/python" -m pytest -m "e2e or serial" "$@"
+"$venv/bin/python" -m pytest "${fg_args[@]}" "$@"
 e2e_rc=$?
 wait "$unit_pid"
 unit_rc=$?
 set -e
 echo
-echo "===== the tests that start no trainer run (-m \"not e2e and not serial\"), run beside the end-to-end runs ====="
+echo "===== $first ====="
 cat "$log"
-echo "===== end-to-end part: exit $e2e_rc; the rest: exit $unit_rc (0 = passed; 5 = no test ran, a failure here) ====="
+echo "===== $second: exit $e2e_rc; $first: exit $unit_rc (0 = passed; 5 = no test ran, a failure here) ====="
 if [ "$e2e_rc" -ne 0 ]; then exit "$e2e_rc"; fi
 exit "$unit_rc"
