@@ -206,6 +206,12 @@ def test_bad_options_in_python_name_the_key(tmp_path, tokenizer, twx_file):
         run(tmp_path, tokenizer, policy, [twx_file], episodes=2, ks=[4])
     with pytest.raises(ea.InputError, match="appears twice"):
         run(tmp_path, tokenizer, policy, [twx_file, twx_file])
+    row = json.loads(json.dumps(twx_tiny_rows()["dev"][0]))
+    row["extra_info"]["task_id"] = row["extra_info"]["task_id"].replace(":dev:10000:", ":dev:5:")  # a train seed
+    leaky = str(tmp_path / "leaky.parquet")
+    write_agent_rows([row], leaky)
+    with pytest.raises(ea.InputError, match=r"leaky.parquet row 0: extra_info.task_id: .*seed 5 is outside the dev"):
+        run(tmp_path, tokenizer, policy, [leaky])
 
 
 def test_the_config_defaults_are_the_loops_own():
