@@ -28,10 +28,12 @@ from verl_resrl.agents import env_adapter
 kind, fork = sys.argv[1], sys.argv[2] == "1"
 if kind == "twx":
     from verl_resrl.agents.textworld_express import TwxAdapter
-    pid = TwxAdapter().pid
+    adapter = TwxAdapter()  # kept: a collected adapter's wheel env closes its JVM itself
+    pid = adapter.pid
 elif kind == "sciworld":
     from verl_resrl.agents.scienceworld import SciWorldAdapter
-    pid = SciWorldAdapter().pid
+    adapter = SciWorldAdapter()
+    pid = adapter.pid
 else:  # sleep: one tied and one tied then untied
     tied = subprocess.Popen(["sleep", "300"])
     untied = subprocess.Popen(["sleep", "300"])

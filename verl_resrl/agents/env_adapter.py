@@ -141,7 +141,7 @@ def kill_wheel_env(env) -> None:
 # Left open: a JVM whose owner is SIGKILLed in the ~0.3-2 s between the JVM's start and the wheel's constructor
 # returning is not registered yet (py4j's broken pipe still ends it unless a fork holds the pipe).
 WATCHDOG_POLL_S = 0.2
-_WATCHDOG_SOURCE = r"""
+_WATCHDOG_SOURCE = r"""# verl_resrl environment watchdog (verl_resrl/agents/env_adapter.py): ends its owner's JVMs with it
 import os, select, signal, sys
 signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the owner; this process ends when the owner does
 owner, poll_s, held, buf = int(sys.argv[1]), float(sys.argv[2]), {}, b""
