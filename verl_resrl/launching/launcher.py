@@ -302,11 +302,13 @@ def launch(config, startup=None) -> None:
             configure_cpu_run(config)
         else:
             configure_gpu_run(config, decision)
+    from verl_resrl.tiny_agent.launch import prepare_tiny_agent_assets
     from verl_resrl.tiny_tools.launch import prepare_tiny_tools_assets
 
     # the tiny tasks' builds and paths (no-ops unless enabled); a dry run builds nothing and gets back what a real
     # run would build first
-    planned = [p for p in (prepare_tiny_assets(config), prepare_tiny_tools_assets(config)) if p is not None]
+    planned = [p for p in (prepare_tiny_assets(config), prepare_tiny_tools_assets(config),
+                           prepare_tiny_agent_assets(config)) if p is not None]
     if decision is not None and decision.cpu_path:
         from verl_resrl.workers.cpu_vllm import configure_vllm_rollout, describe
 
