@@ -1,10 +1,10 @@
 """Write tests/durations.json, the measured seconds per test file that ``--shard I/N`` balances by (tests/shards.py).
 
-    python -m pytest -m "not e2e and not serial" --junitxml=/tmp/a.xml ...   # one or more JUnit reports
-    python benchmarks/test_durations.py /tmp/a.xml [/tmp/b.xml ...] --cpu "AMD EPYC, AVX2, 2 cores"
+    python -m pytest -m "not e2e and not serial" --junitxml=/tmp/a.xml ...   # JUnit reports (*.xml), or
+    bash launch/run_tests.sh --fast --durations=0 > /tmp/fast.log            # pytest's --durations=0 lines in a log
+    python benchmarks/test_durations.py /tmp/a.xml [/tmp/fast.log ...] --cpu "AMD EPYC, AVX2, 2 cores"
 
-Each test's time (call + set-up + tear-down, as JUnit records it) is added to its file's; a file in several reports
-keeps the largest sum. The file only steers how the fast tier's halves are balanced: a stale or missing entry costs
+Each test's time is its call + set-up + tear-down; a test in several reports keeps the largest. The file only steers how the fast tier's halves are balanced: a stale or missing entry costs
 time, never a test.
 """
 
@@ -14,6 +14,7 @@ import argparse
 import datetime
 import json
 import os
+import re
 import sys
 import xml.etree.ElementTree as ET
 
@@ -21,8 +22,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 import shards  # noqa: E402
 
 
-def seconds_per_file(report: str) -> dict[str, float]:
-    """Summed test time per test file of one JUnit report (file from the classname ``tests.test_x.Class``)."""
+def seconds_per_test(report: str) -> dict[str, float]:
+    """Time per test id of one JUnit report (the file from the classname ``tests.test_x[.Class]``)."""
     totals: dict[str, float] = {}
     for case in ET.parse(report).getroot().iter("testcase"):
         module = case.get("classname", "").split(".")
@@ -30,8 +31,25 @@ def seconds_per_file(report: str) -> dict[str, float]:
         name = next((part for part in module if part.startswith("test_")), None)
         if name is None:
             raise ValueError(f"{report}: a testcase's classname {case.get('classname')!r} names no test_ module")
-        path = f"tests/{name}.py"
-        totals[path] = totals.get(path, 0.0) + float(case.get("time", 0.0))
+        cls = module[module.index(name) + 1:]
+        nodeid = "::".join([f"tests/{name}.py", *cls, case.get("name", "")])
+        totals[nodeid] = totals.get(nodeid, 0.0) + float(case.get("time", 0.0))
+    return totals
+
+
+DURATION_LINE = re.compile(r"^(\d+(?:\.\d+)?)s (?:call|setup|teardown)\s+(tests/\S+\.py::\S+)")
+
+
+def seconds_per_test_from_log(log: str) -> dict[str, float]:
+    """Time per test id from the ``--durations=0`` lines of a pytest log."""
+    totals: dict[str, float] = {}
+    with open(log, errors="replace") as f:
+        for line in f:
+            match = DURATION_LINE.match(line)
+            if match:
+                totals[match.group(2)] = totals.get(match.group(2), 0.0) + float(match.group(1))
+    if not totals:
+        raise ValueError(f"{log}: no '--durations=0' lines (e.g. '1.23s call     tests/test_x.py::name')")
     return totals
 
 
@@ -42,14 +60,16 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     merged: dict[str, float] = {}
     for report in args.reports:
-        for path, seconds in seconds_per_file(report).items():
+        read = seconds_per_test if report.endswith(".xml") else seconds_per_test_from_log
+        for path, seconds in read(report).items():
             merged[path] = max(merged.get(path, 0.0), seconds)
     out = {"measured_on": args.cpu, "date": datetime.date.today().isoformat(),
-           "seconds_per_file": {k: round(v, 1) for k, v in sorted(merged.items())}}
+           "seconds_per_test": {k: round(v, 2) for k, v in sorted(merged.items())}}
     with open(shards.DURATIONS_FILE, "w") as f:
         json.dump(out, f, indent=1)
         f.write("\n")
-    print(f"{len(merged)} files, {sum(merged.values()):.0f} s in all -> {shards.DURATIONS_FILE}")
+    files = {k.split("::", 1)[0] for k in merged}
+    print(f"{len(merged)} tests in {len(files)} files, {sum(merged.values()):.0f} s in all -> {shards.DURATIONS_FILE}")
     return 0
 
 

@@ -8,9 +8,10 @@
 # end-to-end part's; the command fails if either fails or runs no test. Any -m, -k, file or test id of yours runs
 # one plain pytest instead, as does --basetemp (VERL_RESRL_TEST_SPLIT=0 forces that too).
 #
-# `--fast` (first argument) runs the fast tier instead: every test that starts no trainer run (`-m "not e2e and not
-# serial"`), as two halves side by side (`--shard 0/2` and `1/2`: whole test files, balanced by the measured times in
-# tests/durations.json; tests/conftest.py). It leaves out the end-to-end runs and the machine-wide cleanup check.
+# `--fast` (first argument) runs the fast tier instead: every test that starts no trainer run and is not marked slow
+# (`-m "not e2e and not serial and not slow"`) as two halves side by side (`--shard 0/2` and `1/2`: whole test files,
+# balanced by the measured times in tests/durations.json; tests/conftest.py), then the `serial` tests that start no
+# trainer run, alone. It leaves out the end-to-end runs and the few `slow` tests (pytest.ini).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/launch/setup_env.sh"
@@ -22,8 +23,8 @@ fast=""
 if [ "${1:-}" = --fast ]; then
   shift
   fast=1
-  bg_args=(-m "not e2e and not serial" --shard 0/2)
-  fg_args=(-m "not e2e and not serial" --shard 1/2)
+  bg_args=(-m "not e2e and not serial and not slow" --shard 0/2)
+  fg_args=(-m "not e2e and not serial and not slow" --shard 1/2)
 else
   first='the tests that start no trainer run (-m "not e2e and not serial"), run beside the end-to-end runs'
   second="end-to-end part"
@@ -36,7 +37,7 @@ for arg in "$@"; do
   case "$arg" in -m|-m*|-k|-k*|--lf|--last-failed|--basetemp|--basetemp=*|tests*|*.py|*::*) split=0 ;; esac
 done
 if [ "$split" != 1 ]; then
-  if [ -n "$fast" ]; then exec "$venv/bin/python" -m pytest -m "not e2e and not serial" "$@"; fi
+  if [ -n "$fast" ]; then exec "$venv/bin/python" -m pytest -m "not e2e and not slow" "$@"; fi
   exec "$venv/bin/python" -m pytest "$@"
 fi
 
@@ -51,10 +52,18 @@ set +e
 e2e_rc=$?
 wait "$unit_pid"
 unit_rc=$?
+serial_rc=0
+if [ -n "$fast" ]; then
+  echo "===== fast tier: the serial tests that start no trainer run, alone (-m \"serial and not e2e\") ====="
+  "$venv/bin/python" -m pytest -m "serial and not e2e" "$@"
+  serial_rc=$?
+fi
 set -e
 echo
 echo "===== $first ====="
 cat "$log"
 echo "===== $second: exit $e2e_rc; $first: exit $unit_rc (0 = passed; 5 = no test ran, a failure here) ====="
+if [ -n "$fast" ]; then echo "===== fast tier, serial tests: exit $serial_rc ====="; fi
 if [ "$e2e_rc" -ne 0 ]; then exit "$e2e_rc"; fi
-exit "$unit_rc"
+if [ "$unit_rc" -ne 0 ]; then exit "$unit_rc"; fi
+exit "$serial_rc"

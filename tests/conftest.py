@@ -6,8 +6,6 @@ reported as deselected, so the N runs together account for every collected test.
 
 from __future__ import annotations
 
-import collections
-
 import pytest
 
 import shards
@@ -33,8 +31,10 @@ def pytest_collection_modifyitems(config, items):
         return
     index, count = shards.parse_shard(text)
     file_of = {id(item): item.nodeid.split("::", 1)[0] for item in items}
-    per_file = collections.Counter(file_of.values())
-    shard_of = shards.assign(dict(per_file), shards.load_durations(), count)
+    tests_by_file: dict[str, list[str]] = {}
+    for item in items:
+        tests_by_file.setdefault(file_of[id(item)], []).append(item.nodeid)
+    shard_of = shards.assign(shards.file_costs(tests_by_file, shards.load_durations()), count)
     kept = [item for item in items if shard_of[file_of[id(item)]] == index]
     dropped = [item for item in items if shard_of[file_of[id(item)]] != index]
     if dropped:

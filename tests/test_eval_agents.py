@@ -236,6 +236,7 @@ def tiny_model():
     return ensure_tiny_assets(default_data_dir()).model_dir  # the committed resrl_tiny warm start
 
 
+@pytest.mark.slow  # left out of the fast tier (launch/run_tests.sh --fast)
 def test_the_tiny_model_plays_through_the_cli(tmp_path, tiny_model, rows):
     pytest.importorskip("scienceworld")
     twx = str(tmp_path / "twx.parquet")

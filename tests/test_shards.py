@@ -17,26 +17,31 @@ def _loads(shard_of, cost, count):
 
 
 def test_every_file_lands_in_exactly_one_shard_and_the_split_is_deterministic():
-    per_file = {f"tests/test_{i}.py": 1 + i % 7 for i in range(40)}
-    durations = {f"tests/test_{i}.py": float((i * 37) % 23) for i in range(0, 40, 2)}
-    first = shards.assign(per_file, durations, 3)
-    assert set(first) == set(per_file) and set(first.values()) == {0, 1, 2}
-    assert shards.assign(dict(reversed(list(per_file.items()))), durations, 3) == first
+    cost = {f"tests/test_{i}.py": float((i * 37) % 23) for i in range(40)}
+    first = shards.assign(cost, 3)
+    assert set(first) == set(cost) and set(first.values()) == {0, 1, 2}
+    assert shards.assign(dict(reversed(list(cost.items()))), 3) == first
 
 
 def test_the_split_is_within_four_thirds_of_the_best_split_found_by_brute_force():
     cost = {"a": 9.0, "b": 7.0, "c": 6.0, "d": 5.0, "e": 5.0, "f": 4.0, "g": 2.0}
-    shard_of = shards.assign({f: 1 for f in cost}, cost, 2)
+    shard_of = shards.assign(cost, 2)
     best = min(max(sum(cost[f] for f, s in zip(cost, pick) if s == k) for k in (0, 1))
                for pick in itertools.product((0, 1), repeat=len(cost)))
     assert best == 19.0  # 38 s in all: {a, b, ...} splits evenly (a+d+e = 19)
     assert max(_loads(shard_of, cost, 2)) <= best * 4 / 3
 
 
-def test_a_file_without_a_measured_time_counts_one_second_a_test():
-    per_file = {"tests/test_big.py": 30, "tests/test_a.py": 1, "tests/test_b.py": 1}
-    shard_of = shards.assign(per_file, {"tests/test_a.py": 20.0, "tests/test_b.py": 20.0}, 2)
-    # 30 unmeasured tests (30 s) outweigh either measured file, so they get a shard of their own
+def test_a_file_costs_its_selected_tests_and_an_unmeasured_test_5_ms():
+    tests = {"tests/test_big.py": [f"tests/test_big.py::t{i}" for i in range(6000)],
+             "tests/test_a.py": ["tests/test_a.py::slow", "tests/test_a.py::quick"],
+             "tests/test_b.py": ["tests/test_b.py::x"]}
+    durations = {"tests/test_a.py::slow": 20.0, "tests/test_a.py::quick": 0.25, "tests/test_b.py::x": 20.0,
+                 "tests/test_a.py::deselected": 500.0}
+    cost = shards.file_costs(tests, durations)
+    assert cost == pytest.approx({"tests/test_big.py": 30.0, "tests/test_a.py": 20.25, "tests/test_b.py": 20.0})
+    shard_of = shards.assign(cost, 2)
+    # 6000 unmeasured tests (30 s) outweigh either measured file, so they get a shard of their own
     assert shard_of["tests/test_a.py"] == shard_of["tests/test_b.py"] != shard_of["tests/test_big.py"]
 
 

@@ -14,6 +14,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAKE = os.path.join(REPO, "tests", "study_fake_trainer.py")
 
@@ -43,6 +45,7 @@ def dead(pid):
     return not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
 
 
+@pytest.mark.slow  # left out of the fast tier (launch/run_tests.sh --fast)
 def test_sigterm_then_rerun_redoes_only_what_is_missing(tmp_path):
     out, log = tmp_path / "study", tmp_path / "starts.jsonl"
     # resrl_s1 is slow (120 s), so that it is still training when grpo_s1 (other slot) has been evaluated
@@ -81,6 +84,7 @@ def test_sigterm_then_rerun_redoes_only_what_is_missing(tmp_path):
     assert (out / "training.png").exists() and (out / "resrl_weights.png").exists()
 
 
+@pytest.mark.slow  # left out of the fast tier (launch/run_tests.sh --fast)
 def test_a_failed_run_does_not_stop_the_others(tmp_path):
     out, log = tmp_path / "study", tmp_path / "starts.jsonl"
     env = dict(os.environ, FAKE_TRAINER_LOG=str(log), FAKE_FAIL_RUNS="grpo_s1", PYTHONPATH=REPO)

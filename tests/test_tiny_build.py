@@ -129,6 +129,7 @@ def test_cli_refuses_foreign_dirs_and_other_settings(micro, tmp_path):
     assert other.returncode == 2 and "other settings" in other.stderr
 
 
+@pytest.mark.slow  # left out of the fast tier (launch/run_tests.sh --fast)
 def test_warm_start_beats_a_model_trained_from_scratch(short):
     """Same prompts, same decoding, independent correctness check: the warm-started model answers some."""
     problems = task.generate_splits(SHORT.task)["val"]
