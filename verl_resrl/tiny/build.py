@@ -17,7 +17,6 @@ build of ours).
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -179,19 +178,9 @@ def _log(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """CLI: build (or reuse) the assets under ``--out`` and print their paths and facts."""
-    parser = argparse.ArgumentParser(prog="python -m verl_resrl.tiny.build", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default=default_data_dir(), help="data directory (default: %(default)s)")
-    parser.add_argument("--rebuild", action="store_true", help="replace an existing build of ours in --out")
-    committed.add_cli_options(parser, TASK)
-    args = parser.parse_args(argv)
-    committed.check_cli_options(parser, args)
-    try:
-        assets = ensure_tiny_assets(args.out, rebuild=args.rebuild, retrain=args.retrain)
-        if args.publish:
-            print(f"published: {committed.publish_build(TASK, assets.data_dir, MARKER)}", file=sys.stderr)
-    except (TinyAssetsError, committed.CommittedWarmStartError) as err:
-        parser.exit(2, f"error: {err}\n")
-    print(json.dumps({k: v for k, v in asdict(assets).items()}, indent=2, sort_keys=True))
+    committed.build_cli(argv, prog="python -m verl_resrl.tiny.build", description=__doc__.split("\n")[0],
+                        task=TASK, default_dir=default_data_dir(), ensure=ensure_tiny_assets,
+                        errors=(TinyAssetsError,), marker_name=MARKER)
 
 
 if __name__ == "__main__":

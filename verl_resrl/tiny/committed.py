@@ -16,9 +16,12 @@ install checks the file's sha256 before loading and the weights' fingerprint aft
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import os
 import shutil
+import sys
 
 from verl_resrl.data.bfcl import sha256_of as file_sha256  # the one file hasher (pinned wheels, replays, weights)
 
@@ -93,21 +96,25 @@ def install(model, task: str, record: dict, model_dir: str) -> dict:
     return facts
 
 
-def add_cli_options(parser, task: str) -> None:
-    """The builders' ``--retrain`` and ``--publish`` (the same meaning for both tiny tasks)."""
+def build_cli(argv, *, prog: str, description: str, task: str, default_dir: str, ensure, errors: tuple,
+              marker_name: str) -> None:
+    """The tiny builders' command line: build (or reuse) under ``--out``; ``--retrain`` trains instead of installing
+    the committed weights, ``--publish`` then copies them here (commit them); prints the assets as JSON."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--out", default=default_dir, help="data directory (default: %(default)s)")
+    parser.add_argument("--rebuild", action="store_true", help="replace an existing build of ours in --out")
     parser.add_argument("--retrain", action="store_true", help="train the warm start instead of installing the "
                         "committed one (with --rebuild to replace a build)")
     parser.add_argument("--publish", action="store_true", help="then copy the trained weights and facts into "
                         f"{WARM_STARTS_DIR}/{task} (commit them; needs --retrain)")
-
-
-def check_cli_options(parser, args) -> None:
-    """Only weights trained by this run are published."""
-    if args.publish and not args.retrain:
+    args = parser.parse_args(argv)
+    if args.publish and not args.retrain:  # only weights trained by this run are published
         parser.error("--publish needs --retrain: only weights trained by this run are published")
-
-
-def publish_build(task: str, data_dir: str, marker_name: str) -> str:
-    """``publish`` the complete build in ``data_dir`` (its marker file ``marker_name``); return the folder."""
-    with open(os.path.join(data_dir, marker_name), encoding="utf-8") as fh:
-        return publish(task, data_dir, json.load(fh))
+    try:
+        assets = ensure(args.out, rebuild=args.rebuild, retrain=args.retrain)
+        if args.publish:
+            with open(os.path.join(assets.data_dir, marker_name), encoding="utf-8") as fh:
+                print(f"published: {publish(task, assets.data_dir, json.load(fh))}", file=sys.stderr)
+    except (*errors, CommittedWarmStartError) as err:
+        parser.exit(2, f"error: {err}\n")
+    print(json.dumps(dataclasses.asdict(assets), indent=2, sort_keys=True))

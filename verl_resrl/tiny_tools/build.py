@@ -16,7 +16,6 @@ replaces only a build of ours).
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -143,19 +142,9 @@ def _log(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """CLI: build (or reuse) the assets under ``--out`` and print their paths and facts."""
-    parser = argparse.ArgumentParser(prog="python -m verl_resrl.tiny_tools.build", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default=default_data_dir(), help="data directory (default: %(default)s)")
-    parser.add_argument("--rebuild", action="store_true", help="replace an existing build of ours in --out")
-    committed.add_cli_options(parser, TASK)
-    args = parser.parse_args(argv)
-    committed.check_cli_options(parser, args)
-    try:
-        assets = ensure_tiny_tools_assets(args.out, rebuild=args.rebuild, retrain=args.retrain)
-        if args.publish:
-            print(f"published: {committed.publish_build(TASK, assets.data_dir, MARKER)}", file=sys.stderr)
-    except (TinyToolsAssetsError, committed.CommittedWarmStartError) as err:
-        parser.exit(2, f"error: {err}\n")
-    print(json.dumps(asdict(assets), indent=2, sort_keys=True))
+    committed.build_cli(argv, prog="python -m verl_resrl.tiny_tools.build", description=__doc__.split("\n")[0],
+                        task=TASK, default_dir=default_data_dir(), ensure=ensure_tiny_tools_assets,
+                        errors=(TinyToolsAssetsError,), marker_name=MARKER)
 
 
 if __name__ == "__main__":
