@@ -27,12 +27,13 @@ from omegaconf import OmegaConf, open_dict
 
 from verl.trainer.main_ppo import TaskRunnerV1, run_ppo
 
-TINY_PLACEHOLDER = "resrl_tiny"
-TINY_KEYS = {  # config key -> TinyAssets field, filled when the key holds TINY_PLACEHOLDER
-    "data.train_files": "train_parquet",
-    "data.val_files": "val_parquet",
-    "actor_rollout_ref.model.path": "model_dir",
-}
+from verl_resrl.launching.tiny_assets import TinyTask
+from verl_resrl.launching.tiny_assets import prepare as prepare_tiny_task
+
+TINY = TinyTask(block="resrl_tiny", label="tiny task", build_module="verl_resrl.tiny.build",
+                settings_class="TinyBuildSettings", ensure="ensure_tiny_assets", error="TinyAssetsError",
+                keys={"data.train_files": "train_parquet", "data.val_files": "val_parquet",
+                      "actor_rollout_ref.model.path": "model_dir"})
 GPU_ONLY_ROLLOUTS = ("sglang", "trtllm")  # vllm runs on CPU as its CPU build (verl_resrl/workers/cpu_vllm.py)
 # Ray logical CPUs held besides the placement groups: TransferQueue's controller (num_cpus=1), and one free CPU
 # that actors with Ray's default options (TaskRunner, agent-loop and reward workers) need to be scheduled.
@@ -151,41 +152,9 @@ def configure_cpu_run(config) -> None:
 
 
 def prepare_tiny_assets(config):
-    """With ``resrl_tiny.enable``, build/reuse the tiny task and fill the keys that say ``resrl_tiny``.
-
-    On a dry run nothing is built: the keys get the paths a build would have, and the returned
-    ``dry_run.PlannedBuild`` says what a real run would do first (None: nothing to build, or not enabled).
-    """
-    if not _select(config, "resrl_tiny.enable", False):
-        return None
-    from verl_resrl.tiny import build
-
-    data_dir = _select(config, "resrl_tiny.data_dir") or build.default_data_dir()
-    rebuild = bool(_select(config, "resrl_tiny.rebuild", False))
-    if _select(config, "trainer.dry_run", False):
-        from verl_resrl.launching.dry_run import plan_cached_build
-
-        planned = plan_cached_build("tiny task", build.TASK, data_dir, build.BUILD_DIR, build.TinyBuildSettings(),
-                                    rebuild=rebuild, key="resrl_tiny.data_dir")
-        assets = build._assets(os.path.abspath(os.path.expanduser(data_dir)), {})  # the paths a build has
-        built = "" if planned is None else " (not built: a dry run builds nothing)"
-        print(f"[resrl] tiny task assets: {assets.data_dir}{built}", flush=True)
-        _fill_placeholders(config, assets)
-        return planned
-    try:
-        assets = build.ensure_tiny_assets(data_dir, rebuild=rebuild)
-    except build.TinyAssetsError as err:  # the builder's hint names its own CLI; add this command's spelling
-        raise build.TinyAssetsError(f"{err}\n(main_ppo: resrl_tiny.data_dir=DIR picks another folder; "
-                                    "resrl_tiny.rebuild=true replaces a build of ours)") from err
-    print(f"[resrl] tiny task assets: {assets.data_dir}", flush=True)
-    _fill_placeholders(config, assets)
-    return None
-
-
-def _fill_placeholders(config, assets) -> None:
-    for key, attr in TINY_KEYS.items():
-        if _select(config, key) == TINY_PLACEHOLDER:
-            _set(config, key, getattr(assets, attr))
+    """With ``resrl_tiny.enable``, build/reuse the tiny task and fill the keys that say ``resrl_tiny``
+    (``tiny_assets.prepare``: a dry run builds nothing and returns what a real run would build first)."""
+    return prepare_tiny_task(config, TINY)
 
 
 def absolutize_outputs(config) -> None:
