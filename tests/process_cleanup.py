@@ -28,9 +28,45 @@ def kill_processes_naming(marker: str) -> None:
             continue
 
 
+def _parents() -> dict[int, int]:
+    """pid -> parent pid of every process on this host."""
+    parents = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                parents[int(pid)] = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    return parents
+
+
+def _ours(pid: int, parents: dict[int, int]) -> bool:
+    """``pid`` is this process or one of its live descendants."""
+    me = os.getpid()
+    while pid in parents and pid > 1:
+        if pid == me:
+            return True
+        pid = parents[pid]
+    return False
+
+
 def sandbox_processes() -> int:
-    """Processes on this host still running the code sandbox's launcher (or anything it forked)."""
-    return len(_pids_naming(b"sandbox_launcher.py"))
+    """This process's sandboxes still running: processes running the code sandbox's launcher (or forked by it)
+    whose starter (the launcher's last argument, rewards/sandbox.py) is this process, one of its live descendants
+    (a reward worker), or gone (a worker that died). Another pytest process's sandboxes on the same host (the fast
+    tier's other half) have a live starter outside this tree and are not counted."""
+    parents = _parents()
+    count = 0
+    for pid in _pids_naming(b"sandbox_launcher.py"):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                starter = int(fh.read().rstrip(b"\0").split(b"\0")[-1])
+        except (OSError, ValueError):
+            count += 1  # unreadable: counted, never hidden
+            continue
+        if _ours(starter, parents) or starter not in parents:
+            count += 1
+    return count
 
 
 def assert_nothing_left(deadline_s: float = 5.0) -> None:

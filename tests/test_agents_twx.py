@@ -221,6 +221,12 @@ def test_a_killed_jvm_costs_its_episode_only(caplog):
         pool.close()
 
 
+def _state(pid: int) -> str:
+    """The process state letter from /proc (T: stopped)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().rsplit(")", 1)[1].split()[0]
+
+
 def test_a_hung_jvm_is_killed_at_the_step_limit():
     pool = EnvPool(max_envs=1, step_timeout_s=1.5)
     try:
@@ -228,6 +234,12 @@ def test_a_hung_jvm_is_killed_at_the_step_limit():
             ep.reset()
             pid = ep.pid
             os.kill(pid, signal.SIGSTOP)  # alive but silent
+            # kill() returns before every JVM thread has stopped; on a loaded machine a step sent at once was
+            # answered (seen once in a fresh-clone suite run), so wait for the stop to show in /proc first
+            deadline = time.monotonic() + 5
+            while _state(pid) != "T" and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert _state(pid) == "T"
             t0 = time.monotonic()
             with pytest.raises(EpisodeLost, match="took longer than 1.5 s"):
                 ep.step("look around")

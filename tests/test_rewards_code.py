@@ -50,7 +50,6 @@ def test_runtime_error_is_wrong_and_syntax_error_is_parse_error():
     assert score("  \n", TESTS, reward_convention="binary") == {"score": 0.0, "answer": None, "reason": "no_answer"}
 
 
-@pytest.mark.serial  # counts sandbox processes machine-wide (process_cleanup.assert_nothing_left)
 def test_total_budget_caps_a_looping_program():
     start = time.monotonic()
     out = score("while True: pass", TESTS, timeout_s=5.0, total_timeout_s=1.0)
@@ -82,7 +81,6 @@ def test_strongest_level_is_chosen():
     assert resolve_isolation("auto") == (NAMESPACE_LEVELS[0] if NAMESPACE_LEVELS else "rlimits")
 
 
-@pytest.mark.serial  # counts sandbox processes machine-wide (process_cleanup.assert_nothing_left)
 @pytest.mark.parametrize("level", NAMESPACE_LEVELS + ["rlimits"])
 def test_limits_hold_at_every_level(level):
     limits = SandboxLimits(timeout_s=1.0, memory_mb=256, isolation=level)
@@ -128,7 +126,6 @@ FORK_BOMB_LEVELS = [lvl for lvl in NAMESPACE_LEVELS if lvl == "full" or os.geteu
 )
 
 
-@pytest.mark.serial  # counts sandbox processes machine-wide (process_cleanup.assert_nothing_left)
 @pytest.mark.parametrize("level", FORK_BOMB_LEVELS)
 def test_fork_bomb_is_contained(level):
     bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"

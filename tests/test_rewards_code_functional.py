@@ -195,7 +195,6 @@ def test_a_sample_of_humaneval_canonical_solutions_and_seeded_faults(pool):
     assert pool.replacements == 0
 
 
-@pytest.mark.serial  # counts sandbox processes machine-wide (process_cleanup.assert_nothing_left)
 def test_hostile_code_scores_zero_within_its_limit_and_loses_no_worker(pool):
     if resolve_isolation("auto") == "rlimits":
         pytest.skip("the rlimits level leaves the host's files readable (docs/rewards.md, isolation levels)")

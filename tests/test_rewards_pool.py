@@ -94,7 +94,6 @@ def test_hostile_suite_size():
     assert len(HOSTILE) >= 30
 
 
-@pytest.mark.serial  # counts sandbox processes machine-wide (process_cleanup.assert_nothing_left)
 def test_each_hostile_item_is_scored_within_its_timeout():
     """The enforcement unit alone: every item returns within timeout + margin with an allowed reason."""
     worker = VerifierProcess()
@@ -113,7 +112,6 @@ def test_each_hostile_item_is_scored_within_its_timeout():
     assert_nothing_left()
 
 
-@pytest.mark.serial  # counts sandbox processes machine-wide (process_cleanup.assert_nothing_left)
 def test_hostile_batch_through_the_pool_then_it_still_answers(pool):
     items = [item for item, _ in HOSTILE]
     results = pool.score_batch(items)
@@ -198,7 +196,6 @@ def _kill_worker_when_busy(worker: VerifierProcess, times: int, stop: threading.
         time.sleep(0.01)
 
 
-@pytest.mark.serial  # counts sandbox processes machine-wide (process_cleanup.assert_nothing_left)
 @pytest.mark.parametrize("kills,reason", [(1, "correct"), (2, "crash")])
 def test_worker_crash_is_retried_once_then_scored_crash(kills, reason):
     worker = VerifierProcess()
