@@ -208,6 +208,28 @@ def generate_responses(
     return responses
 
 
+@torch.no_grad()
+def generate_turn(model, tokenizer, sequences: list[list[int]], max_new: int, do_sample: bool,
+                  temperature: float) -> list[list[int]]:
+    """One turn for every row (the tool and agent tasks' multi-turn evals): left-padded ``generate``; each row's new
+    tokens up to and including its EOS."""
+    width = max(len(s) for s in sequences)
+    input_ids = torch.full((len(sequences), width), tokenizer.pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, ids in enumerate(sequences):
+        input_ids[row, width - len(ids):] = torch.tensor(ids)
+        attention_mask[row, width - len(ids):] = 1
+    sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if do_sample else {
+        "do_sample": False}
+    out = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new,
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **sampling)
+    new = []
+    for row in out[:, width:].tolist():
+        cut = row.index(tokenizer.eos_token_id) + 1 if tokenizer.eos_token_id in row else len(row)
+        new.append(row[:cut])
+    return new
+
+
 def evaluate(
     model, tokenizer, problems: list[ArithProblem], score_fn: Callable[[str, str], bool], cfg: EvalConfig = EvalConfig()
 ) -> dict:

@@ -20,7 +20,7 @@ import torch
 
 from verl_resrl.agents.actions import first_message, observation_message, parse_action
 from verl_resrl.agents.agent_loop import AgentOptions
-from verl_resrl.tiny.warmstart import IGNORE_INDEX, WarmStartConfig, _threads, sft_loop
+from verl_resrl.tiny.warmstart import IGNORE_INDEX, WarmStartConfig, _threads, generate_turn, sft_loop
 
 __all__ = ["WarmStartConfig", "AgentEvalConfig", "encode_transcript", "train", "evaluate"]
 
@@ -88,25 +88,6 @@ def train(model, tokenizer, transcripts: list[list[dict]], cfg: WarmStartConfig,
     return sft_loop(model, draw, tokenizer.pad_token_id, cfg, log)
 
 
-@torch.no_grad()
-def _generate(model, tokenizer, sequences: list[list[int]], max_new: int, do_sample: bool, temperature: float):
-    """One turn for each row (left-padded ``generate``): its new tokens up to and including its EOS."""
-    width = max(len(s) for s in sequences)
-    input_ids = torch.full((len(sequences), width), tokenizer.pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, ids in enumerate(sequences):
-        input_ids[row, width - len(ids):] = torch.tensor(ids)
-        attention_mask[row, width - len(ids):] = 1
-    sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if do_sample else {
-        "do_sample": False}
-    out = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new,
-                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **sampling)
-    rows = []
-    for row in out[:, width:].tolist():
-        rows.append(row[: row.index(tokenizer.eos_token_id) + 1] if tokenizer.eos_token_id in row else row)
-    return rows
-
-
 def _replay(adapter, task_id: str, actions: list[str]):
     """The step result of the last of ``actions`` after a fresh reset (TWX is deterministic)."""
     adapter.reset(task_id)
@@ -134,7 +115,7 @@ def play(model, tokenizer, adapter, rows: list[dict], opts: AgentOptions, respon
         active = list(range(len(eps)))
         while active:
             budget = max(1, min(opts.max_tokens_per_turn, max(response_length - eps[i]["used"] for i in active)))
-            new = _generate(model, tokenizer, [eps[i]["ids"] for i in active], budget, do_sample, cfg.temperature)
+            new = generate_turn(model, tokenizer, [eps[i]["ids"] for i in active], budget, do_sample, cfg.temperature)
             active = [i for i, tokens in zip(active, new) if _advance(eps[i], tokens, tokenizer, adapter, opts,
                                                                       response_length)]
         results += [{k: e[k] for k in ("tid", "success", "score", "turns", "invalid", "end", "actions")} for e in eps]

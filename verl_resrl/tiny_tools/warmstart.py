@@ -20,6 +20,7 @@ from typing import Callable
 import torch
 
 from verl_resrl.tiny.warmstart import IGNORE_INDEX, WarmStartConfig, _threads, sft_loop
+from verl_resrl.tiny.warmstart import generate_turn as _generate_turn  # by this name: a test replaces it
 from verl_resrl.tiny_tools.task import TOOL_NAME, ArithProblem, parse_tool_calls, prompt_messages, turns
 from verl_resrl.tiny_tools.calculator import calc_response
 
@@ -116,26 +117,6 @@ def _tool_outputs(text: str) -> list[str]:
     return outputs
 
 
-@torch.no_grad()
-def _generate_turn(model, tokenizer, sequences: list[list[int]], max_new: int, do_sample: bool, cfg) -> list[list[int]]:
-    """One turn for every row: left-padded ``generate``; each row's new tokens up to and including its EOS."""
-    width = max(len(s) for s in sequences)
-    input_ids = torch.full((len(sequences), width), tokenizer.pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, ids in enumerate(sequences):
-        input_ids[row, width - len(ids):] = torch.tensor(ids)
-        attention_mask[row, width - len(ids):] = 1
-    sampling = {"do_sample": True, "temperature": cfg.temperature, "top_k": 0, "top_p": 1.0} if do_sample else {
-        "do_sample": False}
-    out = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new,
-                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **sampling)
-    new = []
-    for row in out[:, width:].tolist():
-        cut = row.index(tokenizer.eos_token_id) + 1 if tokenizer.eos_token_id in row else len(row)
-        new.append(row[:cut])
-    return new
-
-
 def rollout(model, tokenizer, problems: list[ArithProblem], *, do_sample: bool, cfg: ToolEvalConfig) -> list[dict]:
     """Multi-turn rollouts with the calculator, as verl's tool agent loop runs them: per problem the response text
     (decoded like verl's reward input, special tokens skipped), the tool calls made and the turns taken."""
@@ -149,7 +130,7 @@ def rollout(model, tokenizer, problems: list[ArithProblem], *, do_sample: bool, 
         while active:
             budget = max(cfg.response_length - len(responses[i]) for i in active)
             new = _generate_turn(model, tokenizer, [prompts[i] + responses[i] for i in active],
-                                 max(1, min(cfg.max_turn_tokens, budget)), do_sample, cfg)
+                                 max(1, min(cfg.max_turn_tokens, budget)), do_sample, cfg.temperature)
             still = []
             for i, tokens in zip(active, new):
                 responses[i] += tokens[: cfg.response_length - len(responses[i])]  # each row's own budget
