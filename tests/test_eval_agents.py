@@ -18,7 +18,8 @@ import pytest
 
 pytest.importorskip("textworld_express")
 
-from test_agents_twx import assert_no_jvm_left, java_children  # noqa: E402
+from test_agents_twx import java_children  # noqa: E402
+from test_agents_twx import no_jvm_left  # noqa: E402,F401 - the same autouse check: no JVM of this module is left
 from verl_resrl.agents.textworld_express import INVALID_REPLY, parse_task_id  # noqa: E402
 from verl_resrl.data.agent_envs import sciworld_rows, twx_tiny_rows, write_agent_rows  # noqa: E402
 from verl_resrl.eval import agents as ea  # noqa: E402
@@ -27,13 +28,6 @@ from verl_resrl.workers.hf_generation import GenerationResult  # noqa: E402
 pytestmark = pytest.mark.timeout(300)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLI_TIMEOUT_S = 600
-
-
-@pytest.fixture(scope="module", autouse=True)
-def no_jvm_left():
-    before = set(java_children())
-    yield
-    assert_no_jvm_left(before)
 
 
 @pytest.fixture(scope="module")
